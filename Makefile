@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned: the CPU wheel on our machines (a looser pin pulls a multi-GB CUDA build).
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Builds the embedded checkpoint suites if missing (minutes on CPU), then probes all three.
+demo: $(STAMP)
+	$(PY) -m harness.zoo
+	$(PY) -m harness -m experiment=zoo model=zoo-neox,zoo-olmo,zoo-olmoe
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check harness probes tests
+
+clean:
+	rm -rf results wandb_runs logs

@@ -1,0 +1,195 @@
+"""Capture engine: serve exactly what probes need from one forward pass, never a T x T map.
+
+A custom attention function (registered with transformers' AttentionInterface, so GPT-NeoX,
+OLMo and OLMoE all route through it) computes each layer's output with SDPA, then, from the
+q and k it was handed (already past rotary, QK-norm and clip_qkv), the requested statistics:
+
+- attention rows for chosen query positions: (B, L, H, T)
+- reductions over a range of queries, computed chunk by chunk: the mean attention along an
+  offset diagonal, to a fixed key column, or the mean attention entropy: (B, L, H)
+- per-head outputs z (the input of the output projection, split by head) at chosen positions
+- logits at chosen positions (the unembedding runs only on those positions, only if asked)
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
+
+from harness.arch import head_layout
+
+ATTN_IMPL = "ct_capture"
+CHUNK_BYTES = 64 * 2**20  # working set of one chunk of full-query reductions
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """Mean over queries i in [lo, hi) of: A[i, i-arg] ("diag"), A[i, arg] ("col") or H(A[i]) ("entropy").
+
+    Negative lo/hi count from the end; hi=None means T. Queries with no valid key are skipped.
+    """
+
+    kind: str
+    arg: int = 0
+    lo: int = 0
+    hi: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("diag", "col", "entropy"):
+            raise ValueError(f"unknown reduction '{self.kind}' (valid: diag, col, entropy)")
+
+
+@dataclass(frozen=True)
+class Needs:
+    rows: frozenset = frozenset()  # query positions
+    reductions: frozenset = frozenset()  # Reduction
+    z: frozenset = frozenset()  # positions of per-head outputs
+    logits: frozenset = frozenset()  # positions
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(*(getattr(self, f) | getattr(other, f) for f in ("rows", "reductions", "z", "logits")))
+
+    @staticmethod
+    def of(rows=(), reductions=(), z=(), logits=()) -> Needs:
+        return Needs(frozenset(rows), frozenset(reductions), frozenset(z), frozenset(logits))
+
+
+@dataclass
+class Capture:
+    rows: dict = field(default_factory=dict)  # pos -> (B, L, H, T) float32
+    reductions: dict = field(default_factory=dict)  # Reduction -> (B, L, H) float32
+    z: dict = field(default_factory=dict)  # pos -> (B, L, H, d_head), model dtype
+    logits: dict = field(default_factory=dict)  # pos -> (B, V) float32
+
+
+def _pos(p: int | None, T: int, default: int) -> int:
+    return default if p is None else (p + T if p < 0 else p)
+
+
+class _Recorder:
+    """Collects per-layer statistics during one forward pass."""
+
+    def __init__(self, needs: Needs, T: int, n_layers: int, ablate: dict | None):
+        self.needs, self.T, self.ablate = needs, T, ablate or {}
+        self.per_layer: list[dict] = [dict() for _ in range(n_layers)]
+
+    def layer(self, idx, query, key, mask, scaling, out):
+        if idx in self.ablate:  # zero those heads' slice of the output-projection input
+            out = out.clone()
+            out[:, :, list(self.ablate[idx])] = 0
+        rec, n = self.per_layer[idx], self.needs
+        if n.rows or n.reductions:
+            if key.shape[1] != query.shape[1]:  # grouped-query attention: share k across heads
+                key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
+            q, k = query.float(), key.float()
+            if n.rows:
+                qpos = torch.tensor([_pos(p, self.T, 0) for p in sorted(n.rows)], device=q.device)
+                probs = _probs(q[:, :, qpos], k, qpos, mask, scaling)
+                rec["rows"] = {p: probs[:, :, i] for i, p in enumerate(sorted(n.rows))}
+            if n.reductions:
+                rec["reductions"] = _reduce(q, k, mask, scaling, n.reductions, self.T)
+        if n.z:
+            rec["z"] = {p: out[:, _pos(p, self.T, 0)] for p in n.z}
+        return out
+
+    def capture(self) -> Capture:
+        def stack(kind):  # per-layer dicts -> one (B, L, ...) tensor per key
+            keys = self.per_layer[0].get(kind, {}).keys()
+            return {key: torch.stack([rec[kind][key] for rec in self.per_layer], 1) for key in keys}
+
+        return Capture(rows=stack("rows"), reductions=stack("reductions"), z=stack("z"))
+
+
+_ACTIVE: _Recorder | None = None
+
+
+def _scores(q, k, qpos, mask, scaling):
+    """Masked scores in float32, exactly as eager attention builds them."""
+    s = (q @ k.transpose(-1, -2)) * scaling
+    keys = torch.arange(k.shape[-2], device=k.device)
+    s = s.masked_fill(keys[None, :] > qpos[:, None], torch.finfo(s.dtype).min)
+    if mask is not None:
+        m = mask[:, :, qpos] if mask.shape[-2] > 1 else mask
+        s = s.masked_fill(~m, torch.finfo(s.dtype).min) if m.dtype == torch.bool else s + m.float()
+    return s
+
+
+def _probs(q, k, qpos, mask, scaling):
+    return torch.softmax(_scores(q, k, qpos, mask, scaling), dim=-1)
+
+
+def _reduce(q, k, mask, scaling, reductions, T):
+    B, H = q.shape[:2]
+    spans = {r: (_pos(r.lo, T, 0), _pos(r.hi, T, T)) for r in reductions}
+    lo, hi = min(a for a, _ in spans.values()), max(b for _, b in spans.values())
+    sums = {r: q.new_zeros(B, H) for r in reductions}
+    counts = dict.fromkeys(reductions, 0)
+    chunk = max(1, CHUNK_BYTES // (4 * B * H * T))
+    for c0 in range(lo, hi, chunk):
+        qpos = torch.arange(c0, min(c0 + chunk, hi), device=q.device)
+        p = _probs(q[:, :, qpos], k, qpos, mask, scaling)  # (B, H, C, T)
+        for r, (a, b) in spans.items():
+            sel = (qpos >= a) & (qpos < b)
+            if r.kind == "diag":
+                sel &= qpos - r.arg >= 0
+                keys = (qpos - r.arg).clamp(min=0)
+                vals = p.gather(-1, keys.view(1, 1, -1, 1).expand(B, H, -1, 1)).squeeze(-1)
+            elif r.kind == "col":
+                sel &= qpos >= r.arg
+                vals = p[..., r.arg]
+            else:
+                vals = -torch.special.xlogy(p, p).sum(-1)
+            sums[r] += (vals * sel).sum(-1)
+            counts[r] += int(sel.sum())
+    return {r: sums[r] / max(counts[r], 1) for r in reductions}
+
+
+def capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Drop-in for transformers' sdpa attention that also feeds the active recorder."""
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if _ACTIVE is not None:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        out = _ACTIVE.layer(module.layer_idx, query, key, attention_mask, scale, out)
+    return out, None
+
+
+AttentionInterface.register(ATTN_IMPL, capture_attention)
+# Without a mask function of the same name the attention function would receive no padding mask.
+AttentionMaskInterface.register(ATTN_IMPL, sdpa_mask)
+
+
+class Engine:
+    """Wraps a loaded causal LM; `run` does one forward pass and returns a Capture."""
+
+    def __init__(self, model):
+        self.model = model
+        self.layout = head_layout(model.config)
+        if model.config._attn_implementation != ATTN_IMPL:
+            model.set_attn_implementation(ATTN_IMPL)
+
+    @contextlib.contextmanager
+    def _recording(self, rec):
+        global _ACTIVE
+        prev, _ACTIVE = _ACTIVE, rec
+        try:
+            yield rec
+        finally:
+            _ACTIVE = prev
+
+    @torch.inference_mode()
+    def run(self, input_ids, needs: Needs, attention_mask=None, ablate: dict | None = None) -> Capture:
+        T = input_ids.shape[1]
+        with self._recording(_Recorder(needs, T, self.layout.n_layers, ablate)) as rec:
+            # The base model skips the unembedding (half of a small model's forward).
+            hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        cap = rec.capture()
+        if needs.logits:
+            head = self.model.get_output_embeddings()
+            pos = sorted(needs.logits)
+            logits = head(hidden[:, [_pos(p, T, 0) for p in pos]]).float()
+            cap.logits = {p: logits[:, i] for i, p in enumerate(pos)}
+        return cap

@@ -1,0 +1,31 @@
+"""Load one checkpoint through the standard `from_pretrained(repo_or_path, revision=...)` path."""
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from harness.arch import arch_of
+from harness.engine import ATTN_IMPL
+from harness.errors import HarnessError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(HarnessError, RuntimeError):
+    pass
+
+
+def load(resolved, dtype: str, model_name: str):
+    """safetensors weights straight into `dtype` (no float32 copy first), capture attention on."""
+    if dtype not in DTYPES:
+        raise CheckpointError(f"unknown runner.dtype '{dtype}' (valid: {', '.join(DTYPES)})")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.source, revision=resolved.hub_revision, dtype=DTYPES[dtype],
+            attn_implementation=ATTN_IMPL, use_safetensors=None,
+        )
+    except Exception as e:  # corrupt or partial files surface as many exception types
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load {model_name} revision {resolved.name} from {resolved.path}: {msg}") from e
+    arch_of(model.config)  # unsupported architectures fail here, with the valid choices
+    return model.eval()

@@ -1,0 +1,80 @@
+"""The Lightning-style inference loop over one checkpoint.
+
+Lightning does device placement, precision and the progress bar; the engine serves the union
+of the probes' needs; probes see each batch through `on_batch`.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from harness.data import ProbeBatch
+from harness.engine import Engine, Needs
+from probes.base import Context, Probe, ProbeResult, Step
+
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+PRECISION = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
+
+
+class _Examples(Dataset):
+    def __init__(self, batch: ProbeBatch):
+        self.ids = batch.input_ids
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "index": i}
+
+
+class ProbeModule(L.LightningModule):
+    """Runs the engine on each batch and hands the capture to every probe."""
+
+    def __init__(self, engine: Engine, needs: Needs, probes: list[Probe], ctx: Context):
+        super().__init__()
+        self.model = engine.model  # a submodule, so Lightning places it on the device
+        self.engine, self.needs, self.probes, self.ctx = engine, needs, probes, ctx
+
+    def predict_step(self, batch, batch_idx):
+        cap = self.engine.run(batch["input_ids"], self.needs)
+        step = Step(cap, batch["index"].cpu().numpy(), batch["input_ids"])
+        for p in self.probes:
+            p.on_batch(step, self.ctx)
+
+
+def group_by_batch(probes: list[Probe], shared: ProbeBatch, ctx: Context) -> list[tuple[ProbeBatch, list[Probe]]]:
+    """Probes that share a batch share its forward passes."""
+    groups: dict[int, tuple[ProbeBatch, list[Probe]]] = {}
+    members = defaultdict(list)
+    for p in probes:
+        b = p.make_batch(ctx) or shared
+        groups.setdefault(id(b), (b, members[id(b)]))
+        members[id(b)].append(p)
+    return list(groups.values())
+
+
+def run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> dict[str, ProbeResult]:
+    engine = Engine(model)
+    trainer = L.Trainer(
+        accelerator=runner.device, devices=1, precision=PRECISION[runner.dtype],
+        logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=runner.progress_bar,
+    )
+    results = {}
+    for batch, probes in groups:
+        ctx = Context(engine.layout, batch, model_cfg, revision, engine)
+        needs = Needs()
+        for p in probes:
+            needs = needs | p.needs(batch)
+            p.on_checkpoint_start(ctx)
+        loader = DataLoader(_Examples(batch), batch_size=runner.batch_size, shuffle=False)
+        trainer.predict(ProbeModule(engine, needs, probes, ctx), dataloaders=loader, return_predictions=False)
+        for p in probes:
+            results[p.name] = p.on_checkpoint_end(ctx)
+    return results
+
