@@ -6,6 +6,7 @@ of the probes' needs; probes see each batch through `on_batch`.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 
 import lightning as L
@@ -17,6 +18,9 @@ from probes.base import Context, Probe, ProbeResult, Step
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# Probes accumulate state instead of returning predictions, and the batches live in memory.
+warnings.filterwarnings("ignore", message=".*predict returned None.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 PRECISION = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
 

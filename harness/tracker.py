@@ -1,0 +1,272 @@
+"""Experiment tracking: one W&B run per job, one history row (+ per-head table, heatmaps, artifact) per revision.
+
+Online when an API key is configured, otherwise offline; offline runs are uploaded later with `wandb sync <dir>`
+and can be read back without network by `harness.wandb_offline`. `NullTracker` (logger=none) does nothing.
+
+Logged per revision (see `Tracker.log_revision`):
+    history row       tokens, step, <probe>.<metric> scalars      (x axis: `tokens`, via define_metric)
+    heads/<revision>  wandb.Table, one row per (layer, head)
+    heatmap/<metric>  wandb.Image (layer x head), caption = revision; same key every row -> one panel with a slider
+    artifact          type "probe-results", name "<group>-<run name>-<revision>", heads.parquet, metadata = provenance
+"""
+from __future__ import annotations
+
+import configparser
+import io
+import json
+import logging
+import math
+import netrc
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+
+log = logging.getLogger("harness.tracker")
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+ARTIFACT_TYPE = "probe-results"
+INIT_TIMEOUT_S = 60.0  # how long an online init may take before we fall back to offline
+
+
+# ----------------------------------------------------------------------------------------------- mode / API key
+
+def _settings_file() -> dict[str, str]:
+    """The global wandb settings file ([default] section), as `wandb login` / `wandb online` write it."""
+    cfg_dir = os.environ.get("WANDB_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".config", "wandb")
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(os.path.join(cfg_dir, "settings"))
+        return dict(parser.items("default"))
+    except (OSError, configparser.Error):
+        return {}
+
+
+def _netrc_has_key(host_url: str) -> bool:
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    netloc = urlsplit(host_url).netloc
+    if not netloc or not os.path.isfile(path):
+        return False
+    try:
+        creds = netrc.netrc(path).authenticators(netloc)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(creds and creds[2])
+
+
+def api_key_configured() -> bool:
+    """True when wandb would find credentials: env, ~/.netrc ($NETRC) for the server host, or the settings file.
+
+    Only checks presence; the key is never read into a variable that outlives this call, printed or stored.
+    """
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    settings = _settings_file()
+    base_url = os.environ.get("WANDB_BASE_URL") or settings.get("base_url") or DEFAULT_BASE_URL
+    return _netrc_has_key(base_url) or bool(settings.get("api_key"))
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """Resolve `auto` to "online" (an API key is configured) or "offline"; "disabled"/"offline" pass through.
+
+    "online" without any key also becomes "offline" (wandb would otherwise prompt or fail).
+    With `auto`, an explicit WANDB_MODE=offline/disabled in the environment is honoured.
+    """
+    requested = (requested or "auto").lower()
+    if requested in ("disabled", "offline"):
+        return requested
+    if requested == "dryrun":
+        return "offline"
+    if requested not in ("auto", "online"):
+        raise ValueError(f"logger mode must be auto, online, offline or disabled, not {requested!r}")
+    if requested == "auto":
+        env_mode = os.environ.get("WANDB_MODE", "").lower()
+        if env_mode in ("offline", "dryrun", "disabled"):
+            return "disabled" if env_mode == "disabled" else "offline"
+    if api_key_configured():
+        return "online"
+    if requested == "online":
+        log.warning("wandb: mode=online but no API key configured (WANDB_API_KEY, ~/.netrc); logging offline")
+    return "offline"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+_ARTIFACT_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def artifact_name(*parts) -> str:
+    """Join parts with '-' and keep only wandb's allowed artifact-name chars (alphanumerics, '-', '_', '.')."""
+    name = "-".join(str(p) for p in parts if p not in (None, ""))
+    name = _ARTIFACT_BAD.sub("_", name).strip("._-") or "probe-results"
+    return name[:128]
+
+
+def _jsonable(obj):
+    """Provenance -> plain JSON (numpy scalars, paths, tuples; NaN/inf -> None) for artifact metadata."""
+    def fix(x):
+        if isinstance(x, dict):
+            return {str(k): fix(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [fix(v) for v in x]
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        return x
+    return fix(json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o))))
+
+
+def _scalar(v):
+    """Numpy scalar -> python; everything else unchanged (wandb serialises NaN/inf itself)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def heatmap_png(grid: np.ndarray, title: str):
+    """Render a (layer, head) grid with matplotlib's Agg canvas (no pyplot state, nothing to close) -> PIL image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    n_layers, n_heads = grid.shape
+    fig = Figure(figsize=(min(2.0 + 0.3 * n_heads, 8.0), min(1.5 + 0.25 * n_layers, 8.0)), dpi=72)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    finite = grid[np.isfinite(grid)]
+    im = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest", cmap="viridis",
+                   vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    buf.seek(0)
+    return Image.open(buf)
+
+
+# ----------------------------------------------------------------------------------------------- trackers
+
+class NullTracker:
+    """logger=none: accepts the same arguments and calls, records nothing."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def log_revision(self, **kwargs) -> None:
+        pass
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+    @property
+    def run_dir(self):
+        return None
+
+    @property
+    def url_or_path(self) -> str:
+        return "not tracked (logger=none)"
+
+
+class Tracker:
+    """One wandb run; `log_revision` once per checkpoint, `finish` at the end (idempotent)."""
+
+    def __init__(self, *, project: str, entity: str | None = None, group: str, job_type: str,
+                 name: str | None = None, config: dict, mode: str = "auto", dir: str, tags=()):
+        import wandb  # imported here so that logger=none never pays for it
+
+        self._wandb = wandb
+        self._finished = False
+        self.group, self.name = group, name
+        root = Path(dir).expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        # wandb reads these once per process; without them debug logs and staged artifact files land under ~
+        # and `wandb sync` of artifacts breaks later.
+        os.environ.setdefault("WANDB_CACHE_DIR", str(root / ".cache"))
+        os.environ.setdefault("WANDB_DATA_DIR", str(root / ".data"))
+        self.mode = wandb_mode(mode)
+        kwargs = dict(project=project, entity=entity, group=group, job_type=job_type, name=name,
+                      config=config, dir=str(root), tags=list(tags or ()) or None, reinit="finish_previous")
+        try:
+            self.run = wandb.init(mode=self.mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S), **kwargs)
+        except Exception as e:  # noqa: BLE001 - any online failure: keep the data locally
+            if self.mode != "online":
+                raise
+            log.warning("wandb: online init failed (%s: %s); logging offline instead", type(e).__name__,
+                        str(e).splitlines()[0][:200] if str(e) else "")
+            self.mode = "offline"
+            self.run = wandb.init(mode="offline", **kwargs)
+        self.run.define_metric("tokens")
+        self.run.define_metric("*", step_metric="tokens")
+        self._run_dir = self._find_run_dir()
+
+    def _find_run_dir(self) -> Path | None:
+        if self.mode == "disabled":
+            return None
+        sync_dir = getattr(self.run.settings, "sync_dir", None)
+        return Path(sync_dir) if sync_dir else Path(self.run.dir).parent
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The local run folder (`<dir>/wandb/offline-run-...` or `run-...`); None when disabled."""
+        return self._run_dir
+
+    @property
+    def url_or_path(self) -> str:
+        if self.mode == "disabled":
+            return "not tracked (wandb disabled)"
+        if self.mode == "online" and getattr(self.run, "url", None):
+            return self.run.url
+        return f"{self._run_dir} (offline; upload with: wandb sync {self._run_dir})"
+
+    def log_revision(self, *, revision: str, step: int | None, tokens: int | None, scalars: dict,
+                     heads, parquet_path, provenance: dict) -> None:
+        """One history row (tokens, step, scalars + heads table + heatmaps) and one artifact for a revision."""
+        wandb = self._wandb
+        row: dict = {}
+        if tokens is not None:
+            row["tokens"] = int(tokens)
+        if step is not None:
+            row["step"] = int(step)
+        row.update({k: _scalar(v) for k, v in scalars.items()})
+        if heads is not None and len(heads):
+            row[f"heads/{revision}"] = wandb.Table(dataframe=heads.reset_index(drop=True))
+            row.update(self._heatmaps(heads, revision))
+        self.run.log(row)  # one call: scalars and media share one history row (and one x value)
+
+        path = Path(parquet_path) if parquet_path is not None else None
+        if path is None or not path.is_file():
+            log.warning("wandb: %s: no parquet file at %s, no artifact logged", revision, path)
+            return
+        art = wandb.Artifact(artifact_name(self.group, self.name or self.run.name or self.run.id, revision),
+                             type=ARTIFACT_TYPE, metadata=_jsonable(provenance or {}))
+        art.add_file(str(path), name=path.name)
+        self.run.log_artifact(art)
+
+    def _heatmaps(self, heads, revision: str) -> dict:
+        import pandas as pd
+
+        out = {}
+        metrics = [c for c in heads.columns
+                   if c not in ("layer", "head") and pd.api.types.is_numeric_dtype(heads[c])
+                   and not pd.api.types.is_bool_dtype(heads[c])]
+        if not metrics:
+            return out
+        layer, head = heads["layer"].to_numpy(int), heads["head"].to_numpy(int)
+        for metric in metrics:
+            grid = np.full((layer.max() + 1, head.max() + 1), np.nan)
+            grid[layer, head] = heads[metric].to_numpy(float)
+            out[f"heatmap/{metric}"] = self._wandb.Image(heatmap_png(grid, f"{metric} @ {revision}"),
+                                                         caption=revision)
+        return out
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the run, then tear the wandb service down so the offline `.wandb` file is complete."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self.run.finish(exit_code=exit_code)
+        finally:
+            self._wandb.teardown()
