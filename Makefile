@@ -16,8 +16,7 @@ install: $(STAMP)
 
 # Builds the embedded checkpoint suites if missing (minutes on CPU), then probes all three.
 demo: $(STAMP)
-	$(PY) -m harness.zoo
-	$(PY) -m harness -m experiment=zoo model=zoo-neox,zoo-olmo,zoo-olmoe
+	PATH=$(abspath $(VENV))/bin:$$PATH sweeps/zoo.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q

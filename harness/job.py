@@ -7,7 +7,7 @@ import logging
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from harness import loader, loop, revisions, store
+from harness import loader, loop, plots, revisions, store
 from harness.arch import head_layout
 from harness.data import check_vocab
 from harness.errors import HarnessError
@@ -61,7 +61,11 @@ def run(cfg: DictConfig) -> dict:
             outputs[res.name] = folder
             if not cfg.runner.keep_checkpoints:
                 revisions.release(res)
-        print(f"results: {store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg['name'], '')}")
+        model_dir = store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], "")
+        print(f"results: {model_dir}")
+        plot = plots.trajectory(model_dir)
+        if plot:
+            print(f"plot:    {plot}")
         print(f"W&B run: {tracker.url_or_path}")
         return outputs
     finally:

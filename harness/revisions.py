@@ -230,8 +230,18 @@ def available(model_cfg, *, cache_dir=None) -> list[Revision]:
 # ---------------------------------------------------------------- grids
 
 def _nearest(name: str, names) -> str:
-    near = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
-    return f"nearest: {', '.join(near)}" if near else f"{len(names)} available, e.g. {', '.join(list(names)[:3])}"
+    """The two closest steps (a typo'd step) plus the closest spellings (a typo'd name), in step order."""
+    names = list(names)
+    step = parse_step(name)[0]
+    by_step = [n for n in names if parse_step(n)[0] is not None]
+    if step is not None:
+        by_step.sort(key=lambda n: abs(math.log1p(parse_step(n)[0]) - math.log1p(step)))
+    near = list(dict.fromkeys((by_step[:2] if step is not None else [])
+                              + difflib.get_close_matches(name, names, n=3, cutoff=0.6)))[:3]
+    near.sort(key=lambda n: (parse_step(n)[0] is None, parse_step(n)[0] or 0, n))
+    if near:
+        return f"nearest: {', '.join(near)}"
+    return f"{len(names)} available, e.g. {', '.join(names[:3])}" if names else "none available"
 
 
 def _missing(model_cfg, name: str, revs, text: str | None = None) -> RevisionError:

@@ -28,7 +28,7 @@ log = logging.getLogger("harness.tracker")
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 ARTIFACT_TYPE = "probe-results"
-INIT_TIMEOUT_S = 60.0  # how long an online init may take before we fall back to offline
+INIT_TIMEOUT_S = 30.0  # how long an online init may take before we fall back to offline
 
 
 # ----------------------------------------------------------------------------------------------- mode / API key

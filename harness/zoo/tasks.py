@@ -1,0 +1,97 @@
+"""Seeded, offline training data for the zoo (token ids only, no tokenizer).
+
+Vocabulary: id 0 = BOS, ids 1..4 = triggers (Bigram-Backcopy), ids 5.. = ordinary tokens.
+Two tasks:
+- repeats: blocks `R G R` (R random ordinary tokens, G a random gap) packed to the sequence length.
+  The next-token loss on the second R is only low for a model that copies, which is the induction
+  circuit (previous-token head + induction head). R lengths are randomised because a fixed length
+  teaches a fixed-offset shortcut; the gap stretches the copy distance to the probe's (B sits
+  63-107 tokens before the query in the study's batch at T=128).
+- backcopy (Guo et al. 2024, "Active-Dormant Attention Heads"): a fixed random bigram chain; with
+  probability p a trigger is emitted and the token after it copies the token before it. Heads that
+  copy only after triggers learn to park ("go dormant") on the first token elsewhere: an attention sink.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BOS = 0
+TRIGGERS = (1, 2, 3, 4)
+FIRST_ORDINARY = 5
+
+
+def repeat_lengths(len_lo: int, len_hi: int, held_out=()) -> np.ndarray:
+    """Trainable R lengths in [len_lo, len_hi], minus the held-out ones (measured, never trained)."""
+    return np.array([n for n in range(len_lo, len_hi + 1) if n not in set(held_out)])
+
+
+def repeat_seqs(rng: np.random.Generator, n: int, seq_len: int, vocab: int, len_lo: int, len_hi: int,
+                held_out=(), gap_max: int = 0) -> np.ndarray:
+    """(n, seq_len) rows of packed `R G R` blocks; R length log-uniform over the allowed lengths."""
+    lengths = repeat_lengths(len_lo, len_hi, held_out)
+    w = 1.0 / lengths  # log-uniform: each octave of lengths is equally likely
+    w /= w.sum()
+    out = np.empty((n, seq_len), dtype=np.int64)
+    for i in range(n):
+        row = []
+        while len(row) < seq_len:
+            r = rng.integers(FIRST_ORDINARY, vocab, size=rng.choice(lengths, p=w))
+            g = rng.integers(FIRST_ORDINARY, vocab, size=rng.integers(0, gap_max + 1))
+            row.extend(r); row.extend(g); row.extend(r)
+        out[i] = row[:seq_len]
+    return out
+
+
+def bigram_chain(seed: int, vocab: int, n_succ: int = 4, alpha: float = 1.0):
+    """Fixed random chain: each ordinary token has `n_succ` successors with Dirichlet(alpha) weights."""
+    rng = np.random.default_rng(seed)
+    ords = np.arange(FIRST_ORDINARY, vocab)
+    succ = np.stack([rng.choice(ords, size=n_succ, replace=False) for _ in range(vocab)])
+    probs = rng.dirichlet(np.full(n_succ, alpha), size=vocab)
+    return succ, probs.cumsum(1)
+
+
+def backcopy_seqs(rng: np.random.Generator, chain, n: int, seq_len: int, vocab: int,
+                  p_trigger: float = 0.1) -> np.ndarray:
+    """(n, seq_len) Bigram-Backcopy rows, generated a column at a time for all rows."""
+    succ, cum = chain
+    out = np.empty((n, seq_len), dtype=np.int64)
+    out[:, 0] = rng.integers(FIRST_ORDINARY, vocab, size=n)
+    rows = np.arange(n)
+    for t in range(1, seq_len):
+        prev = out[:, t - 1]
+        k = (rng.random(n)[:, None] > cum[prev]).sum(1).clip(max=succ.shape[1] - 1)
+        nxt = succ[prev, k]
+        after_trigger = np.isin(prev, TRIGGERS)
+        if t >= 2:  # the token after a trigger copies the one before the trigger
+            nxt = np.where(after_trigger, out[:, t - 2], nxt)
+        trig = ~after_trigger & (rng.random(n) < p_trigger)
+        nxt = np.where(trig, rng.choice(TRIGGERS, size=n), nxt)
+        out[rows, t] = nxt
+    return out
+
+
+def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.ndarray:
+    """Prepend BOS (dropping the last token) on a random `bos_frac` of rows.
+
+    Rows without BOS start on an ordinary token, so a sink must learn "position 0", not "token 0":
+    the study's probe batch has a random token at position 0.
+    """
+    keep = rng.random(len(seqs)) < bos_frac
+    out = seqs.copy()
+    out[keep, 1:] = seqs[keep, :-1]
+    out[keep, 0] = BOS
+    return out
+
+
+def train_batch(rng: np.random.Generator, chain, batch: int, seq_len: int, vocab: int, backcopy: float,
+                data) -> np.ndarray:
+    """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, the rest repeats."""
+    n_bc = int(round(backcopy * batch))
+    parts = []
+    if batch - n_bc:
+        parts.append(repeat_seqs(rng, batch - n_bc, seq_len, vocab, data["len_lo"], data["len_hi"],
+                                 data.get("held_out", ()), data.get("gap_max", 0)))
+    if n_bc:
+        parts.append(backcopy_seqs(rng, chain, n_bc, seq_len, vocab, data.get("p_trigger", 0.1)))
+    return with_bos(rng, np.concatenate(parts), data.get("bos_frac", 1.0))

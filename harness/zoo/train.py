@@ -1,0 +1,105 @@
+"""Train one zoo suite and publish its checkpoints as hub-cache revisions `step<N>` (+ `main` = final).
+
+A recipe is a plain dict (one `conf/zoo/suite/*.yaml`): model shape, data, optimiser, phases and the
+checkpoint schedule. Phases switch the data mix and learning rate at a fraction of the steps:
+first repeats only (the induction circuit forms), then mostly Bigram-Backcopy (sinks form), so that
+sinks come clearly after the circuit, as in the study.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from harness import hubcache
+from harness.zoo.models import make_model
+from harness.zoo.tasks import bigram_chain, train_batch
+
+RECIPE_FILE = "zoo_recipe.json"
+
+
+def recipe_hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_steps(steps: int, every: int) -> list[int]:
+    """0, 1, 2, 4, 8, ... (log-spaced: early development is fast) plus every `every` steps, plus the last."""
+    log = {2 ** k for k in range(steps.bit_length()) if 2 ** k <= steps}
+    return sorted({0, steps} | log | set(range(every, steps + 1, every)))
+
+
+def built_hash(repo: str, cache=None) -> str | None:
+    """The recipe hash of the suite's published `main`, if any."""
+    snap = hubcache.resolve(repo, "main", cache)
+    meta = snap / RECIPE_FILE if snap else None
+    return json.loads(meta.read_text()).get("recipe_hash") if meta and meta.is_file() else None
+
+
+def phase_at(recipe: dict, step: int) -> dict:
+    """The phase whose `start` (a fraction of the steps) is the latest one <= step."""
+    phases = sorted(recipe["phases"].items(), key=lambda kv: kv[1]["start"])
+    current = phases[0][1]
+    for _, ph in phases:
+        if step >= ph["start"] * recipe["steps"]:
+            current = ph
+    return current
+
+
+def lr_at(recipe: dict, step: int) -> float:
+    ph = phase_at(recipe, step)
+    return ph["lr"] * min(1.0, (step + 1) / recipe["warmup"])  # linear warmup from the first step
+
+
+def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, repo: str) -> str:
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)  # safetensors
+        meta = dict(suite=name, recipe=recipe, recipe_hash=recipe_hash(recipe), step=step,
+                    tokens=step * recipe["batch"] * recipe["seq_len"], train_loss=loss)
+        Path(d, RECIPE_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        return hubcache.publish(d, repo, f"step{step}", cache)
+
+
+def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progress: bool = True) -> dict:
+    """Train and publish one suite; skip it when `main` already holds this recipe's hash."""
+    repo, h = recipe["repo"], recipe_hash(recipe)
+    if not force and built_hash(repo, cache) == h:
+        return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0)
+    t0 = time.time()
+    seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
+    model = make_model(recipe["arch"], seed, **m).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr_at(recipe, 0), betas=tuple(recipe["betas"]),
+                            weight_decay=recipe["weight_decay"])
+    rng = np.random.default_rng(seed)  # one stream for all batches: deterministic given the seed
+    chain = bigram_chain(seed + 1, m["vocab"], recipe["data"]["n_succ"], recipe["data"]["alpha"])
+    ckpts = set(checkpoint_steps(steps, recipe["ckpt_every"]))
+    losses: list[float] = []
+    bar = tqdm(range(steps + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0)
+    for step in bar:
+        if step in ckpts:  # step N = the weights after N updates
+            model.eval()
+            commit = save(model, recipe, name, step, float(np.mean(losses[-20:])) if losses else None, cache, repo)
+            model.train()
+        if step == steps:
+            break
+        ph = phase_at(recipe, step)
+        ids = torch.from_numpy(train_batch(rng, chain, recipe["batch"], recipe["seq_len"], m["vocab"],
+                                           ph["backcopy"], recipe["data"]))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(recipe, step)
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip"])
+        opt.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr_at(recipe, step):.1e}")
+    hubcache.publish(hubcache.resolve(repo, f"step{steps}", cache), repo, "main", cache)
+    return dict(suite=name, status="built", recipe_hash=h, commit=commit, seconds=time.time() - t0,
+                final_loss=float(np.mean(losses[-20:])) if losses else None)

@@ -1,0 +1,107 @@
+"""End to end: tiny trained checkpoints as local revisions -> `python -m harness` -> store + offline W&B."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def save_revisions(arch: str, folder: Path, steps=(0, 2, 6)) -> None:
+    """A few SGD steps on repeated random sequences; a checkpoint folder per step."""
+    model = tiny_model(arch, attn="sdpa")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(max(steps) + 1):
+        if step in steps:
+            model.save_pretrained(folder / f"step{step}")
+        r = torch.randint(5, 97, (8, 16), generator=gen)
+        ids = torch.cat([torch.zeros(8, 1, dtype=torch.long), r, r], 1)
+        model(ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def harness(*overrides, env=None):
+    return subprocess.run([sys.executable, "-m", "harness", *overrides], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "WANDB_SILENT": "true", **(env or {})}, timeout=600)
+
+
+def common(tmp: Path, ckpts: Path, name: str):
+    return [f"model=local", f"model.repo={ckpts}", f"model.name={name}", "model.batch.vocab_lo=5",
+            "model.batch.vocab_hi=97", "model.batch.seq_len=64", "model.bos_id=0", "data.n=40",
+            "revisions=all", "probe=selectivity", "runner.device=cpu", "runner.progress_bar=false",
+            "runner.dtype=float32", f"paths.root_dir={tmp}", "logger.mode=offline"]
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "olmo", "olmoe"])
+def test_local_revisions_to_store_and_wandb(tmp_path, arch):
+    from harness.wandb_offline import find_runs, read_run
+
+    ckpts = tmp_path / "ckpts"
+    save_revisions(arch, ckpts)
+    proc = harness(*common(tmp_path, ckpts, f"tiny-{arch}"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    model_dir = tmp_path / "results" / "default" / f"tiny-{arch}"
+    revs = sorted(p.name for p in model_dir.iterdir() if p.is_dir())
+    assert revs == ["step0", "step2", "step6"]
+    summaries = {r: json.loads((model_dir / r / "summary.json").read_text()) for r in revs}
+    for r, s in summaries.items():
+        heads = pd.read_parquet(model_dir / r / "heads.parquet")
+        assert len(heads) == 2 * 4 and {"layer", "head", "selectivity.induction", "selectivity.first_token",
+                                         "selectivity.best_class", "selectivity.bos"} <= set(heads.columns)
+        prov = s["provenance"]
+        assert prov["revision"] == r and prov["step"] == int(r[4:]) and len(prov["weights_hash"]) == 64
+        assert prov["packages"]["torch"].startswith("2.") and prov["dtype"] == "float32"
+    assert (model_dir / "trajectory.png").exists()
+
+    runs = find_runs(tmp_path / "wandb_runs")
+    assert len(runs) == 1
+    run = read_run(runs[0])
+    rows = [h for h in run.history if "selectivity.bos_fraction" in h]
+    assert len(rows) == 3
+    for row, r in zip(sorted(rows, key=lambda h: h["step"] if "step" in h else h["_step"]), revs):
+        for k, v in summaries[r]["scalars"].items():
+            assert row[k] == pytest.approx(v, rel=1e-12), (r, k)
+    assert run.config["model"]["name"] == f"tiny-{arch}"
+
+    # A second run reuses the complete results instead of recomputing them.
+    before = {r: (model_dir / r / "summary.json").stat().st_mtime_ns for r in revs}
+    proc = harness(*common(tmp_path, ckpts, f"tiny-{arch}"), "logger=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert before == {r: (model_dir / r / "summary.json").stat().st_mtime_ns for r in revs}
+    assert "reusing" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model=no-such-model", "no-such-model"),
+    ("revisions=sometimes", "sometimes"),
+    ("probe=nonsense", "nonsense"),
+])
+def test_unknown_names_fail_short(override, needle):
+    proc = harness(override, "logger=none")
+    assert proc.returncode != 0
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert "Available options" in proc.stderr
+
+
+def test_bad_vocab_and_revision_fail_short(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    save_revisions("gpt_neox", ckpts, steps=(0,))
+    base = common(tmp_path, ckpts, "tiny")
+    proc = harness(*base, "model.batch.vocab_hi=5000", "logger=none")
+    assert proc.returncode == 2 and "vocab" in proc.stderr and "Traceback" not in proc.stderr
+    proc = harness(*base, "revisions=list", "revisions.names=[step7]", "logger=none")
+    assert proc.returncode == 2 and "step7" in proc.stderr and "step0" in proc.stderr and "Traceback" not in proc.stderr
