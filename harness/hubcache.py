@@ -18,7 +18,9 @@ def cache_dir() -> Path:
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path("~/.cache/huggingface/hub").expanduser()
+    from huggingface_hub import constants  # its default, read once at import
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def repo_folder(repo_id: str, cache: str | Path | None = None) -> Path:

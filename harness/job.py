@@ -40,21 +40,18 @@ def run(cfg: DictConfig) -> dict:
     probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype})
     log.info("%s: %d revisions x %d probes (%s)", model_cfg["name"], len(grid), len(probes), ", ".join(p.name for p in probes))
 
-    tracker = instantiate(cfg.logger, config=OmegaConf.to_container(cfg, resolve=True))
-    seen: dict[str, str] = {}  # weights hash -> first revision with those weights
+    # `config` is also instantiate()'s own first parameter, hence the partial.
+    tracker = instantiate(cfg.logger, _partial_=True)(config=OmegaConf.to_container(cfg, resolve=True))
     outputs = {}
     try:
         for res in revisions.Prefetcher(cfg.model, grid):
             folder = store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], res.name)
-            duplicate_of = seen.setdefault(res.weights_hash, res.name)
-            if duplicate_of != res.name:
-                log.warning("%s %s has the same weights as %s", model_cfg["name"], res.name, duplicate_of)
             if store.reusable(folder, model_cfg["repo"], res.weights_hash, probe_hash):
                 log.info("%s %s: reusing %s", model_cfg["name"], res.name, folder)
                 heads, summary = store.read(folder)
             else:
                 heads, summary = probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash)
-                summary["provenance"]["duplicate_of"] = None if duplicate_of == res.name else duplicate_of
+                summary["provenance"]["duplicate_of"] = res.duplicate_of  # the Prefetcher warns once
                 store.write(folder, heads, summary)
             tracker.log_revision(revision=res.name, step=res.step, tokens=res.tokens, scalars=summary["scalars"],
                                  heads=heads, parquet_path=folder / "heads.parquet", provenance=summary["provenance"])

@@ -29,7 +29,8 @@ class LsError(HarnessError):
 
 def compose(overrides: list[str]):
     """The job's own config (conf/config.yaml + overrides), as `python -m harness` would compose it."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import MissingConfigException
 
     overrides = list(overrides)
@@ -70,7 +71,8 @@ def ls_models(_overrides) -> str:
     for f in sorted((CONF / "model").glob("*.yaml")):
         m = OmegaConf.load(f)
         shape = "x".join(str(m.get(k)) for k in ("layers", "heads", "d_head")) if m.get("layers") else "?"
-        rows.append((f.stem, m.get("repo"), m.get("arch"), shape, human(m.get("tokens_per_step")), m.get("dtype")))
+        repo = "<folder>" if OmegaConf.is_missing(m, "repo") else m.get("repo")
+        rows.append((f.stem, repo, m.get("arch"), shape, human(m.get("tokens_per_step")), m.get("dtype")))
     return _table(rows, ("model", "repo", "arch", "layers x heads x d_head", "tokens/step", "dtype"))
 
 
@@ -91,7 +93,7 @@ def _describe(target: str) -> tuple[str, str]:
     module, _, cls = target.rpartition(".")
     try:
         obj = getattr(importlib.import_module(module), cls)
-    except Exception as e:  # a missing or broken plug-in must not break the listing
+    except Exception as e:  # noqa: BLE001 - a missing or broken plug-in must not break the listing
         return f"(cannot import {target}: {type(e).__name__})", ""
     doc = (obj.__doc__ or "").strip().splitlines()
     cols = getattr(obj, "columns", None)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         print({"models": ls_models, "revisions": ls_revisions, "probes": ls_probes}[argv[0]](argv[1:]))
-    except Exception as e:  # HarnessError, Hydra and OmegaConf errors: one line, no traceback
+    except Exception as e:  # noqa: BLE001 - HarnessError, Hydra and OmegaConf errors: one line, no traceback
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

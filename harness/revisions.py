@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.hubcache import cache_dir as hub_cache
 
 log = logging.getLogger("harness.revisions")
 
@@ -28,7 +29,7 @@ log = logging.getLogger("harness.revisions")
 PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
             "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt"]
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]  # only when a revision has no safetensors
-_STEP = re.compile(r"^(?:step|checkpoint|ckpt|global_step|iter)?[-_]?(\d+)(?:-tokens(\d+)B)?$", re.I)
+_STEP = re.compile(r"^(?:step|checkpoint|ckpt|global_step|iter)?[-_]?(\d+)(?:-tokens(\d+)B)?$", re.IGNORECASE)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REFS_FILE = ".ct-refs.json"  # our saved list_repo_refs answer, inside the repo's cache folder
@@ -64,17 +65,6 @@ class RevisionError(HarnessError, LookupError):
 
 # ---------------------------------------------------------------- environment
 
-def hub_cache_dir() -> Path:
-    """The hub cache, read at call time: huggingface_hub reads HF_HUB_CACHE once, at import."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
-
-
 def offline() -> bool:
     from huggingface_hub import constants
 
@@ -88,6 +78,19 @@ def _repo_dir(repo: str, cache: Path) -> Path:
 
 def _is_local(repo) -> bool:
     return bool(repo) and Path(str(repo)).expanduser().is_dir()
+
+
+def _cfg(model_cfg):
+    """Accept a plain dict as well as the composed DictConfig (attribute access below)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = model_cfg if isinstance(model_cfg, DictConfig) else OmegaConf.create(dict(model_cfg))
+    if OmegaConf.is_missing(cfg, "repo") or not cfg.get("repo"):
+        raise RevisionError(f"model {cfg.get('name')} needs model.repo=<hub repo id or checkpoint folder>")
+    repo = str(cfg.repo)
+    if (repo.startswith(("/", ".", "~")) or repo.count("/") != 1) and not _is_local(repo):
+        raise RevisionError(f"{cfg.get('name')}: checkpoint folder '{repo}' does not exist")
+    return cfg
 
 
 def _warn_once(msg: str) -> None:
@@ -186,7 +189,7 @@ def _fetch_refs(model_cfg, cache: Path) -> dict | None:
         refs = list_repo_refs(model_cfg.repo)
     except RepositoryNotFoundError as e:
         raise RevisionError(f"{model_cfg.name}: repo '{model_cfg.repo}' not found on the hub") from e
-    except Exception as e:  # network down, hub error: fall back to the cache
+    except Exception as e:  # noqa: BLE001 - network down, hub error: fall back to the cache
         log.warning("%s: cannot list revisions of %s on the hub (%s); using the local cache",
                     model_cfg.name, model_cfg.repo, type(e).__name__)
         return None
@@ -204,10 +207,11 @@ def _fetch_refs(model_cfg, cache: Path) -> dict | None:
 
 def available(model_cfg, *, cache_dir=None) -> list[Revision]:
     """Every revision the model has, sorted by step (names without a step last)."""
+    model_cfg = _cfg(model_cfg)
     if _is_local(model_cfg.repo):
         names = _local_names(model_cfg)
     else:
-        cache = Path(cache_dir or hub_cache_dir())
+        cache = Path(cache_dir or hub_cache())
         refs = None if offline() else _fetch_refs(model_cfg, cache)
         if refs is None:
             refs = _saved_refs(model_cfg.repo, cache)  # the full list from an earlier online run
@@ -339,6 +343,7 @@ def weights_hash(folder: Path) -> str | None:
 
 def resolve(model_cfg, rev: Revision, *, download: bool = True, cache_dir=None) -> Resolved:
     """Files on disk for one revision. download=False uses only what is already cached."""
+    model_cfg = _cfg(model_cfg)
     base = {f.name: getattr(rev, f.name) for f in fields(Revision)}
     if _is_local(model_cfg.repo):
         path = Path(str(model_cfg.repo)).expanduser().resolve() / rev.name
@@ -349,7 +354,7 @@ def resolve(model_cfg, rev: Revision, *, download: bool = True, cache_dir=None) 
                         weights_hash=weights_hash(path))
     from huggingface_hub import snapshot_download
 
-    cache = Path(cache_dir or hub_cache_dir())
+    cache = Path(cache_dir or hub_cache())
     local_only = offline() or not download
     try:
         with _cache_lock:
@@ -437,7 +442,12 @@ def release(resolved: Resolved) -> int:
     path = Path(resolved.path) if resolved.path else None
     if resolved.hub_revision is None or path is None or path.parent.name != "snapshots" or not path.is_dir():
         return 0
-    blobs = path.parent.parent / "blobs"
+    blobs, refs = path.parent.parent / "blobs", path.parent.parent / "refs"
+    aliases = [p.name for p in refs.rglob("*") if p.is_file() and p.name != resolved.hub_revision
+               and p.read_text().strip() == path.name]
+    if aliases:  # e.g. Pythia main == step143000: one snapshot, and the other name may still be used
+        log.info("keeping %s: the snapshot is also revision %s", resolved.name, ", ".join(aliases))
+        return 0
     with _cache_lock:
         def used(snap: Path) -> set[Path]:
             return {f.resolve() for f in snap.rglob("*") if f.is_symlink()}

@@ -12,7 +12,6 @@ Logged per revision (see `Tracker.log_revision`):
 from __future__ import annotations
 
 import configparser
-import io
 import json
 import logging
 import math
@@ -122,28 +121,46 @@ def _scalar(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def heatmap_png(grid: np.ndarray, title: str):
-    """Render a (layer, head) grid with matplotlib's Agg canvas (no pyplot state, nothing to close) -> PIL image."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from PIL import Image
+class HeatmapRenderer:
+    """Layer x head heatmaps as PIL images, cheaply: matplotlib's Agg canvas on a bare `Figure` (no pyplot state,
+    nothing to close), one figure per grid shape reused across metrics and revisions (only data, colour limits
+    and title change: ~20 ms an image instead of ~80 ms with a fresh figure + tight_layout), returned as raw RGB
+    pixels so that wandb encodes the PNG once."""
 
-    n_layers, n_heads = grid.shape
-    fig = Figure(figsize=(min(2.0 + 0.3 * n_heads, 8.0), min(1.5 + 0.25 * n_layers, 8.0)), dpi=72)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    finite = grid[np.isfinite(grid)]
-    im = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest", cmap="viridis",
-                   vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    ax.set_title(title, fontsize=8)
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    buf.seek(0)
-    return Image.open(buf)
+    def __init__(self):
+        self._figs: dict = {}  # (n_layers, n_heads) -> (figure, image artist, title)
+
+    def _figure(self, shape):
+        if shape not in self._figs:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            n_layers, n_heads = shape
+            fig = Figure(figsize=(min(2.5 + 0.25 * n_heads, 8.0), min(2.0 + 0.2 * n_layers, 8.0)), dpi=72)
+            FigureCanvasAgg(fig)
+            fig.subplots_adjust(left=0.16, right=0.86, bottom=0.15, top=0.88)
+            ax = fig.add_subplot()
+            im = ax.imshow(np.zeros(shape), aspect="auto", interpolation="nearest", cmap="viridis")
+            ax.set_xlabel("head")
+            ax.set_ylabel("layer")
+            title = ax.set_title("", fontsize=8)
+            fig.colorbar(im, ax=ax)
+            self._figs[shape] = (fig, im, title)
+        return self._figs[shape]
+
+    def render(self, grid: np.ndarray, title: str):
+        from PIL import Image
+
+        fig, im, text = self._figure(grid.shape)
+        finite = grid[np.isfinite(grid)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        im.set_data(np.ma.masked_invalid(grid))  # NaN cells stay blank
+        im.set_clim(lo, hi)
+        text.set_text(title)
+        fig.canvas.draw()
+        return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
 
 
 # ----------------------------------------------------------------------------------------------- trackers
@@ -178,6 +195,7 @@ class Tracker:
 
         self._wandb = wandb
         self._finished = False
+        self._heatmap = HeatmapRenderer()
         self.group, self.name = group, name
         root = Path(dir).expanduser().resolve()
         root.mkdir(parents=True, exist_ok=True)
@@ -186,11 +204,11 @@ class Tracker:
         os.environ.setdefault("WANDB_CACHE_DIR", str(root / ".cache"))
         os.environ.setdefault("WANDB_DATA_DIR", str(root / ".data"))
         self.mode = wandb_mode(mode)
-        kwargs = dict(project=project, entity=entity, group=group, job_type=job_type, name=name,
-                      config=config, dir=str(root), tags=list(tags or ()) or None, reinit="finish_previous")
+        kwargs = {"project": project, "entity": entity, "group": group, "job_type": job_type, "name": name,
+                  "config": config, "dir": str(root), "tags": list(tags or ()) or None, "reinit": "finish_previous"}
         try:
             self.run = wandb.init(mode=self.mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S), **kwargs)
-        except Exception as e:  # noqa: BLE001 - any online failure: keep the data locally
+        except Exception as e:  # any online failure: keep the data locally
             if self.mode != "online":
                 raise
             log.warning("wandb: online init failed (%s: %s); logging offline instead", type(e).__name__,
@@ -223,6 +241,8 @@ class Tracker:
     def log_revision(self, *, revision: str, step: int | None, tokens: int | None, scalars: dict,
                      heads, parquet_path, provenance: dict) -> None:
         """One history row (tokens, step, scalars + heads table + heatmaps) and one artifact for a revision."""
+        if self.mode == "disabled":
+            return
         wandb = self._wandb
         row: dict = {}
         if tokens is not None:
@@ -257,7 +277,7 @@ class Tracker:
         for metric in metrics:
             grid = np.full((layer.max() + 1, head.max() + 1), np.nan)
             grid[layer, head] = heads[metric].to_numpy(float)
-            out[f"heatmap/{metric}"] = self._wandb.Image(heatmap_png(grid, f"{metric} @ {revision}"),
+            out[f"heatmap/{metric}"] = self._wandb.Image(self._heatmap.render(grid, f"{metric} @ {revision}"),
                                                          caption=revision)
         return out
 
@@ -266,6 +286,7 @@ class Tracker:
         if self._finished:
             return
         self._finished = True
+        self._heatmap = HeatmapRenderer()  # drop the cached figures
         try:
             self.run.finish(exit_code=exit_code)
         finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers.utils import logging as hf_logging
 
 from harness import hubcache
 from harness.zoo.models import make_model
@@ -71,6 +72,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     if not force and built_hash(repo, cache) == h:
         return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0)
     t0 = time.time()
+    hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
     model = make_model(recipe["arch"], seed, **m).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr_at(recipe, 0), betas=tuple(recipe["betas"]),

@@ -1,0 +1,18 @@
+"""`python -m harness.zoo`: build the embedded suites (config: conf/zoo/build.yaml)."""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../../conf/zoo", config_name="build")
+def main(cfg: DictConfig) -> None:
+    from harness.zoo import build  # torch/transformers after Hydra has parsed --help
+
+    for r in build(cfg):
+        took = f" in {r['seconds']:.0f}s" if r["status"] == "built" else " (same recipe hash)"
+        print(f"zoo-{r['suite']}: {r['status']}{took}, recipe {r['recipe_hash']} -> {cfg.cache_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The zoo mechanism end to end, on a reduced build (seconds): training, log-spaced checkpoints,
+hub-cache publishing, offline loading by revision, recipe-hash skip."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness import hubcache
+from harness.zoo import build, checkpoint_steps
+from harness.zoo.tasks import BOS, TRIGGERS, backcopy_seqs, bigram_chain, repeat_seqs, with_bos
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = {"neox": "gpt_neox", "olmo": "olmo", "olmoe": "olmoe"}
+
+
+def zoo_cfg(cache, *overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "zoo"), version_base="1.3"):
+        return compose("build", overrides=[f"cache_dir={cache}", "smoke=true", "progress=false", *overrides])
+
+
+@pytest.fixture(scope="module")
+def smoke_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hub")
+    results = build(zoo_cfg(cache))
+    assert [r["status"] for r in results] == ["built"] * 3
+    return cache
+
+
+@pytest.fixture
+def offline(smoke_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(smoke_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return smoke_cache
+
+
+def test_checkpoint_schedule_is_log_spaced_then_regular():
+    assert checkpoint_steps(1000, 250) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 250, 256, 500, 512, 750, 1000]
+    assert checkpoint_steps(8, 4) == [0, 1, 2, 4, 8]
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_revisions_published(smoke_cache, suite):
+    root = hubcache.repo_folder(f"circuit-trajectories/zoo-{suite}", smoke_cache)
+    refs = {p.name for p in (root / "refs").iterdir()}
+    assert refs == {"step0", "step1", "step2", "step4", "step8", "main"}
+    assert (root / "refs" / "main").read_text() == (root / "refs" / "step8").read_text()
+    commit = (root / "refs" / "step4").read_text()
+    assert len(commit) == 40 and "\n" not in commit
+    snap = root / "snapshots" / commit
+    for f in ("config.json", "model.safetensors", "zoo_recipe.json"):
+        assert (snap / f).is_symlink() and not os.path.isabs(os.readlink(snap / f))
+    meta = json.loads((snap / "zoo_recipe.json").read_text())
+    assert meta["step"] == 4 and meta["tokens"] == 4 * meta["recipe"]["batch"] * meta["recipe"]["seq_len"]
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_offline_load_by_revision(offline, suite):
+    from transformers import AutoModelForCausalLM
+
+    repo = f"circuit-trajectories/zoo-{suite}"
+    m4 = AutoModelForCausalLM.from_pretrained(repo, revision="step4")
+    assert m4.config.model_type == SUITES[suite]
+    m0 = AutoModelForCausalLM.from_pretrained(repo, revision="step0")
+    m8 = AutoModelForCausalLM.from_pretrained(repo, revision="main")
+    p0, p8 = m0.state_dict(), m8.state_dict()
+    assert p0.keys() == p8.keys()
+    assert any(not torch.equal(p0[k], p8[k]) for k in p0)
+    with pytest.raises(OSError):
+        AutoModelForCausalLM.from_pretrained(repo, revision="step3")
+
+
+def test_same_recipe_is_skipped_changed_recipe_rebuilds(smoke_cache):
+    again = build(zoo_cfg(smoke_cache))
+    assert [r["status"] for r in again] == ["skipped"] * 3
+    changed = build(zoo_cfg(smoke_cache, "suites=[olmo]", "smoke_recipe.steps=4"))
+    assert [r["status"] for r in changed] == ["built"]
+
+
+def test_build_is_deterministic(tmp_path):
+    a, b = (build(zoo_cfg(tmp_path / d, "suites=[neox]", "smoke_recipe.steps=2"))[0] for d in "ab")
+    assert a["commit"] == b["commit"]
+
+
+def test_cli_builds_and_skips(tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path)}
+    cmd = [sys.executable, "-m", "harness.zoo", "suites=[neox]", "smoke=true", "progress=false"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "zoo-neox: built" in out.stdout and (tmp_path / "models--circuit-trajectories--zoo-neox").is_dir()
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "zoo-neox: skipped" in out.stdout
+
+
+def test_cache_dir_rule(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert hubcache.cache_dir() == tmp_path / "hub"
+    with initialize_config_dir(config_dir=str(ROOT / "conf" / "zoo"), version_base="1.3"):
+        assert compose("build").cache_dir == str(tmp_path / "hub")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "x"))
+    assert hubcache.cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.delenv("HF_HOME")
+    assert hubcache.cache_dir() == Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def test_publish_is_content_addressed(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("hello")
+    (src / "sub" / "b.txt").write_text("hello")
+    c1 = hubcache.publish(src, "org/name", "v1", tmp_path / "hub")
+    c2 = hubcache.publish(src, "org/name", "v2", tmp_path / "hub")
+    root = hubcache.repo_folder("org/name", tmp_path / "hub")
+    assert c1 == c2 and len(list((root / "blobs").iterdir())) == 1
+    assert (root / "snapshots" / c1 / "sub" / "b.txt").read_text() == "hello"
+    assert hubcache.resolve("org/name", "v2", tmp_path / "hub") == root / "snapshots" / c1
+
+
+def test_tasks_are_seeded_and_well_formed():
+    import numpy as np
+
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    r1 = repeat_seqs(rng(), 8, 64, 65, 4, 20, held_out=(10,), gap_max=5)
+    assert (r1 == repeat_seqs(rng(), 8, 64, 65, 4, 20, held_out=(10,), gap_max=5)).all()
+    assert r1.min() >= 5 and r1.max() < 65
+    chain = bigram_chain(1, 65)
+    bc = backcopy_seqs(rng(), chain, 16, 200, 65, p_trigger=0.1)
+    i, t = np.nonzero(np.isin(bc[:, 1:-1], TRIGGERS))
+    assert len(i) > 50 and (bc[i, t + 2] == bc[i, t]).all()  # after a trigger: copy of the token before it
+    b = with_bos(rng(), bc, 0.5)
+    assert 0 < (b[:, 0] == BOS).sum() < 16
