@@ -1,0 +1,34 @@
+"""Every option of every config group composes and resolves."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("model", "revisions", "probe", "data", "runner", "logger", "paths", "experiment")
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+CASES = [(g, o) for g in GROUPS for o in options(g)]
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_composes(group, option):
+    extra = ["model.repo=/tmp/some-run"] if (group, option) == ("model", "local") else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"{group}={option}", *extra])
+    OmegaConf.resolve(cfg)
+    assert cfg.model.name and cfg.probe and cfg.runner.dtype in ("float32", "bfloat16", "float16")
+    assert cfg.data.vocab_hi > cfg.data.vocab_lo
+
+
+def test_every_group_has_options():
+    for g in GROUPS:
+        assert options(g), g
+    assert (CONF / "local").is_dir()  # `optional local` group: git-ignored machine settings
