@@ -7,8 +7,8 @@
 
 Models are GPT-NeoX configs with random weights (nothing is downloaded), at full width and, on
 CPU, reduced depth (`layers_70m=`, `layers_1b=`; the table says which). One measurement times
-one checkpoint-batch: `seconds` is the median over `repeats` timed passes after one untimed pass
-that also measures peak memory (CPU: the process's peak RSS above its RSS before the pass, after
+one checkpoint-batch: `seconds` is the median over `repeats` timed passes after a tiny warm-up
+(1 x 32 tokens) and one untimed full pass that measures peak memory (CPU: the process's peak RSS above its RSS before the pass, after
 malloc_trim; CUDA: torch.cuda.max_memory_allocated above the allocation before the pass).
 
 Methods (all on the same weights and the same random token ids):
@@ -240,9 +240,11 @@ def measure(method: str, model, *, shape: str, seq_len: int, batch: int, repeats
                dtype=str(next(model.parameters()).dtype).removeprefix("torch."), repeats=repeats,
                threads=torch.get_num_threads(), seconds_per_seq=None, times=[], error=None)
     try:
-        fn = prepare(method, model, ids, {} if bridges is None else bridges)
+        bridges = {} if bridges is None else bridges
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            prepare(method, model, ids[:1, : min(seq_len, 32)], bridges)()  # cheap warm-up: one-time set-up costs
+            fn = prepare(method, model, ids, bridges)
             with PeakMemory(device) as mem:  # untimed pass: warm-up and peak memory
                 out = fn()
                 _sync(device)

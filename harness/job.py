@@ -70,7 +70,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
-    model = loader.load(res, cfg.runner.dtype, model_cfg["name"])
+    model = loader.load(res, cfg.runner.dtype, model_cfg["name"], loader.target_device(cfg.runner.device))
     layout = head_layout(model.config)
     check_vocab(shared.meta.get("vocab_lo", 0), shared.meta.get("vocab_hi", 1), model.config.vocab_size, model_cfg["name"])
     ctx = Context(layout, shared, model_cfg, res.name)

@@ -15,14 +15,21 @@ class CheckpointError(HarnessError, RuntimeError):
     pass
 
 
-def load(resolved, dtype: str, model_name: str):
-    """safetensors weights straight into `dtype` (no float32 copy first), capture attention on."""
+def target_device(requested: str) -> str:
+    """Where the weights should land: Lightning accelerator names -> a torch device."""
+    if requested in ("gpu", "cuda") or (requested == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def load(resolved, dtype: str, model_name: str, device: str = "cpu"):
+    """safetensors weights straight into `dtype` on `device` (no float32 or CPU copy first), capture attention on."""
     if dtype not in DTYPES:
         raise CheckpointError(f"unknown runner.dtype '{dtype}' (valid: {', '.join(DTYPES)})")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             resolved.source, revision=resolved.hub_revision, dtype=DTYPES[dtype],
-            attn_implementation=ATTN_IMPL, use_safetensors=None,
+            attn_implementation=ATTN_IMPL, device_map=device if device != "cpu" else None,
         )
     except Exception as e:  # corrupt or partial files surface as many exception types
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
