@@ -7,8 +7,8 @@
 
 Models are GPT-NeoX configs with random weights (nothing is downloaded), at full width and, on
 CPU, reduced depth (`layers_70m=`, `layers_1b=`; the table says which). One measurement times
-one checkpoint-batch: `seconds` is the median over `repeats` timed passes after a tiny warm-up
-(1 x 32 tokens) and one untimed full pass that measures peak memory (CPU: the process's peak RSS above its RSS before the pass, after
+one checkpoint-batch: `seconds` is the median over `repeats` timed passes, run round-robin over
+the methods, after a tiny warm-up (1 x 32 tokens) and one untimed full pass that measures peak memory (CPU: the process's peak RSS above its RSS before the pass, after
 malloc_trim; CUDA: torch.cuda.max_memory_allocated above the allocation before the pass).
 
 Methods (all on the same weights and the same random token ids):
@@ -28,6 +28,7 @@ batch (both per sequence).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import datetime as _dt
@@ -86,19 +87,36 @@ def build_model(config, device="cpu", dtype=torch.float32, seed=0):
 
 # ----------------------------------------------------------------------------- memory
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 class PeakMemory:
     """Peak memory a block adds above what was allocated when it started, in bytes (`.bytes`).
 
     CUDA: the caching allocator's own peak counter. CPU: torch's allocations are invisible to
-    tracemalloc, so we use the process's RSS: malloc_trim(0) first (freed heap pages go back to the
-    OS, so reusing them faults them in again and counts), reset the kernel's RSS high-water mark
-    (/proc/self/clear_refs, Linux >= 4.0) and read VmHWM at the end; where that reset is not
-    allowed, a thread samples RSS every millisecond instead.
+    tracemalloc; the profiler's allocation records (profile_memory=True) are exact for tensors:
+    `.bytes` is the peak of their running sum. `.rss_bytes` is the process's RSS peak above its RSS
+    at the start (cross-check; ~5 MB noise from malloc): malloc_trim(0) first (freed heap pages go
+    back to the OS, so reusing them faults them in again and counts), reset the kernel's RSS
+    high-water mark (/proc/self/clear_refs, Linux >= 4.0) and read VmHWM at the end; where that
+    reset is not allowed, a thread samples RSS every millisecond instead.
     """
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
         self.bytes: int | None = None
+        self.rss_bytes: int | None = None
+        self.prof = None
 
     @staticmethod
     def _rss() -> int:
@@ -121,14 +139,22 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated(self.device)
             return self
         self.linux = os.path.exists("/proc/self/statm")
-        if not self.linux:
-            return self
+        self.sampler = None
+        if self.linux:
+            self._start_rss()
+        from torch.profiler import ProfilerActivity, profile
+
+        self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        with _quiet_stderr():  # kineto prints start/stop lines to fd 2
+            self.prof.__enter__()
+        return self
+
+    def _start_rss(self):
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):
             pass
         self.base = self._rss()
-        self.sampler = None
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -141,27 +167,39 @@ class PeakMemory:
 
             self.sampler = threading.Thread(target=sample, daemon=True)
             self.sampler.start()
-        return self
+
+    def _profiled_peak(self) -> int:
+        events = [e for e in self.prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        live = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            live += e.nbytes()
+            peak = max(peak, live)
+        return peak
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.bytes = torch.cuda.max_memory_allocated(self.device) - self.base
-        elif self.linux:
+            return False
+        if self.prof is not None:
+            with _quiet_stderr():
+                self.prof.__exit__(*exc)
+            self.bytes = self._profiled_peak()
+        if self.linux:
             if self.sampler is not None:
                 self.stop.set()
                 self.sampler.join()
                 peak = max(self.samples + [self._rss()])
             else:
                 peak = self._hwm()
-            self.bytes = max(0, peak - self.base)
+            self.rss_bytes = max(0, peak - self.base)
         return False
 
 
 # ----------------------------------------------------------------------------- methods
 
 def _names_filter(name: str) -> bool:
-    return name.endswith("attn.hook_pattern") or name.endswith("attn.hook_z")
+    return name.endswith(("attn.hook_pattern", "attn.hook_z"))
 
 
 def build_bridge(model):
@@ -228,44 +266,75 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def measure(method: str, model, *, shape: str, seq_len: int, batch: int, repeats: int = 3, device="cpu",
-            bridges: dict | None = None, seed: int = 0, full_layers: int | None = None) -> dict:
-    """One row: median seconds per checkpoint-batch and peak memory of `method` on this model."""
+def _fail(row: dict, method: str, e: Exception):
+    """transformer-lens missing or broken is recorded in the row, not fatal; anything else is."""
+    if method != "transformerlens":
+        raise e
+    row.update(error=f"{type(e).__name__}: {e}"[:500], times=[], peak_mb=None, peak_rss_mb=None)
+
+
+def measure_cell(plan: list[tuple[str, int]], model, *, shape: str, seq_len: int, repeats: int = 3, device="cpu",
+                 bridges: dict | None = None, seed: int = 0, full_layers: int | None = None) -> list[dict]:
+    """One row per (method, batch) in `plan`: median seconds per checkpoint-batch and peak memory.
+
+    Each method gets a tiny warm-up (1 x 32 tokens: one-time set-up costs) and one untimed full pass
+    that measures its peak memory; then the timed passes run round-robin over the methods
+    (repeat 1 of every method, repeat 2 of every method, ...), so a change in the machine's load
+    during the cell hits all methods alike. All methods see the same token ids (a prefix of one
+    random (max batch, T) tensor).
+    """
     device = torch.device(device)
+    bridges = {} if bridges is None else bridges
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq_len), generator=g).to(device)
-    row = dict(method=method, shape=shape, seq_len=seq_len, device=str(device), batch=batch, seconds=None,
-               peak_mb=None, layers=cfg.num_hidden_layers, full_layers=full_layers or cfg.num_hidden_layers,
-               dtype=str(next(model.parameters()).dtype).removeprefix("torch."), repeats=repeats,
-               threads=torch.get_num_threads(), seconds_per_seq=None, times=[], error=None)
+    all_ids = torch.randint(0, cfg.vocab_size, (max(b for _, b in plan), seq_len), generator=g).to(device)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    rows = [dict(method=m, shape=shape, seq_len=seq_len, device=str(device), batch=b, seconds=None, peak_mb=None,
+                 layers=cfg.num_hidden_layers, full_layers=full_layers or cfg.num_hidden_layers, dtype=dtype,
+                 repeats=repeats, threads=torch.get_num_threads(), seconds_per_seq=None, peak_rss_mb=None,
+                 times=[], error=None) for m, b in plan]
     try:
-        bridges = {} if bridges is None else bridges
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            prepare(method, model, ids[:1, : min(seq_len, 32)], bridges)()  # cheap warm-up: one-time set-up costs
-            fn = prepare(method, model, ids, bridges)
-            with PeakMemory(device) as mem:  # untimed pass: warm-up and peak memory
-                out = fn()
-                _sync(device)
-            del out
+            for row in rows:
+                m, ids = row["method"], all_ids[: row["batch"]]
+                try:
+                    prepare(m, model, ids[:1, : min(seq_len, 32)], bridges)()
+                    fn = prepare(m, model, ids, bridges)
+                    with PeakMemory(device) as mem:
+                        out = fn()
+                        _sync(device)
+                    del out
+                    row["peak_mb"] = None if mem.bytes is None else mem.bytes / 2**20
+                    row["peak_rss_mb"] = None if mem.rss_bytes is None else mem.rss_bytes / 2**20
+                except Exception as e:  # noqa: BLE001
+                    _fail(row, m, e)
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                out = fn()
-                _sync(device)
-                row["times"].append(time.perf_counter() - t0)
-                del out
-    except Exception as e:  # noqa: BLE001  (recorded, not fatal: e.g. transformer-lens missing or broken)
-        if method != "transformerlens":
-            raise
-        row["error"] = f"{type(e).__name__}: {e}"[:500]
-        return row
+                for row in rows:
+                    if row["error"]:
+                        continue
+                    m = row["method"]
+                    try:
+                        fn = prepare(m, model, all_ids[: row["batch"]], bridges)
+                        t0 = time.perf_counter()
+                        out = fn()
+                        _sync(device)
+                        row["times"].append(time.perf_counter() - t0)
+                        del out
+                    except Exception as e:  # noqa: BLE001
+                        _fail(row, m, e)
     finally:
         model.set_attn_implementation("sdpa")
-    row["seconds"] = statistics.median(row["times"]) if row["times"] else None
-    row["seconds_per_seq"] = row["seconds"] / batch if row["seconds"] is not None else None
-    row["peak_mb"] = None if mem.bytes is None else mem.bytes / 2**20
-    return row
+    for row in rows:
+        if row["times"]:
+            row["seconds"] = statistics.median(row["times"])
+            row["seconds_per_seq"] = row["seconds"] / row["batch"]
+    return rows
+
+
+def measure(method: str, model, *, batch: int, **kw) -> dict:
+    """One method alone (see measure_cell)."""
+    return measure_cell([(method, batch)], model, **kw)[0]
 
 
 # ----------------------------------------------------------------------------- the bench
@@ -278,7 +347,6 @@ def run_bench(*, shapes: dict[str, dict], seq_lens=(256, 1024), methods=METHODS,
     """
     device = torch.device(device)
     rows: list[dict] = []
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     for name, shape in shapes.items():
         layers = shape.get("layers") or shape["cpu_layers"]
         model = build_model(make_config(shape, layers), device, dtype)
@@ -287,12 +355,13 @@ def run_bench(*, shapes: dict[str, dict], seq_lens=(256, 1024), methods=METHODS,
             plan = [(m, study_batch if m == "study" else batch) for m in methods]
             if "study" in methods and "bare_full" in methods and batch != study_batch:
                 plan.append(("bare_full", study_batch))  # the study's memory reference at its own batch
-            for method, b in plan:
-                row = measure(method, model, shape=name, seq_len=T, batch=b, repeats=repeats, device=device,
-                              bridges=bridges, full_layers=shape.get("full_layers"))
+            cell = measure_cell(plan, model, shape=name, seq_len=T, repeats=repeats, device=device,
+                                bridges=bridges, full_layers=shape.get("full_layers"))
+            load = os.getloadavg() if hasattr(os, "getloadavg") else None
+            for row in cell:
                 row["load_avg_1m"] = load[0] if load else None
                 rows.append(row)
-                log(f"  {name} L={layers} T={T} {method:<16} batch={b:<3} " + (
+                log(f"  {name} L={layers} T={T} {row['method']:<16} batch={row['batch']:<3} " + (
                     f"{row['seconds']:.3f} s  {row['peak_mb']:.1f} MB" if row["seconds"] is not None
                     else f"skipped: {row['error']}"))
         del model, bridges
@@ -315,7 +384,7 @@ def ratios(rows: list[dict], batch: int | None = None, study_batch: int = 4) -> 
     """Per (shape, seq_len, device): the time ratios (per sequence) and the memory ratio vs their targets."""
     out = []
     for (shape, T, dev), cell in _cells(rows).items():
-        def get(method, b=None):
+        def get(method, b=None, cell=cell):
             rs = [r for (m, bb), r in cell.items() if m == method and (b is None or bb == b)]
             rs = [r for r in rs if r["seconds"] is not None]
             if not rs:
@@ -354,17 +423,19 @@ def ratios(rows: list[dict], batch: int | None = None, study_batch: int = 4) -> 
 
 def format_table(rows: list[dict], rats: list[dict]) -> str:
     lines = []
-    hdr = f"{'shape':<22} {'T':>5} {'method':<16} {'batch':>5} {'s/batch':>9} {'ms/seq':>9} {'peak MB':>9}  note"
+    hdr = (f"{'shape':<22} {'T':>5} {'method':<16} {'batch':>5} {'s/batch':>9} {'ms/seq':>9} {'peak MB':>9} "
+           f"{'RSS MB':>8}  note")
     lines += [hdr, "-" * len(hdr)]
     for r in rows:
         shape = f"{r['shape']} ({r['layers']}/{r['full_layers']} L)"
         if r["seconds"] is None:
-            lines.append(f"{shape:<22} {r['seq_len']:>5} {r['method']:<16} {r['batch']:>5} {'-':>9} {'-':>9} {'-':>9}"
-                         f"  {r['error']}")
+            lines.append(f"{shape:<22} {r['seq_len']:>5} {r['method']:<16} {r['batch']:>5} {'-':>9} {'-':>9} {'-':>9} "
+                         f"{'-':>8}  {r['error']}")
             continue
         peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}"
+        rss = "-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}"
         lines.append(f"{shape:<22} {r['seq_len']:>5} {r['method']:<16} {r['batch']:>5} {r['seconds']:>9.3f} "
-                     f"{r['seconds_per_seq'] * 1e3:>9.1f} {peak:>9}  {r['device']} {r['dtype']}")
+                     f"{r['seconds_per_seq'] * 1e3:>9.1f} {peak:>9} {rss:>8}  {r['device']} {r['dtype']}")
     lines += ["", f"{'shape':<12} {'T':>5} {'ratio':<28} {'value':>7} {'target':<26} {'met':<5} note",
               "-" * 100]
     for q in rats:

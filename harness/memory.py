@@ -109,17 +109,19 @@ def per_sequence_bytes(config, seq_len: int, needs: Needs, dtype_bytes: int) -> 
     # MLP: up (and gate for SwiGLU) plus the activation output; MoE runs top-k experts per token
     mlp = 3 * inter * experts_per_tok
     act = T * b * (hidden + qkv + mlp)
-    if getattr(config, "num_experts", None):
-        act += T * 4 * config.num_experts * 2  # router logits and softmax, float32
+    n_experts = getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None)
+    if n_experts:
+        # router logits and softmax (float32); the eager experts loop's one_hot(top_k, E + 1) int64 mask.
+        # (Experts run one at a time, so their activations are bounded by the MLP term above.)
+        act += T * (4 * n_experts * 2 + 8 * experts_per_tok * (n_experts + 1))
     # SDPA's fused kernels (CPU flash, CUDA flash/mem-efficient) never materialise scores; a padding
     # mask is (T, T) bool per sequence.
     act += T * T
 
     # --- what the engine adds ---
     extra = T * 8  # input ids
-    if needs.rows or needs.reductions:
-        if b != 4:  # q.float(), k.float() (k repeated to H heads for grouped-query attention)
-            extra += 2 * H * dh * T * 4
+    if (needs.rows or needs.reductions) and b != 4:
+        extra += 2 * H * dh * T * 4  # q.float(), k.float() (k repeated to H heads for grouped-query attention)
     if needs.rows:
         n = len(needs.rows)
         extra += n * L * H * T * 4  # kept rows, float32, all layers

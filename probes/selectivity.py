@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from probes.base import Context, Probe, ProbeResult, Step, circuit_names
 from harness.engine import Needs
+from probes.base import Context, Probe, ProbeResult, Step, circuit_names
 
 CLASSES = ("induction", "duplicate", "previous_token", "self", "first_token", "local")
 
@@ -37,7 +37,7 @@ class Selectivity(Probe):
         q = step.pos(ctx, "query")
         assert (q == row.shape[-1] - 1).all(), "the screen reads the last query's row"
         b = np.arange(len(q))
-        at = lambda p: row[b, :, :, p]  # noqa: E731  attention to per-example position p -> (B, L, H)
+        at = lambda p: row[b, :, :, p]
         first = ctx.batch.meta.get("first", 0)
         targets = {
             "induction": at(step.pos(ctx, "induction")),

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from harness import loop
+from harness.arch import head_layout
 from harness.data import induction_batch
 from probes.base import Context
 from probes.selectivity import Selectivity
-from harness.arch import head_layout
 
 RUNNER = SimpleNamespace(device="cpu", dtype="float32", batch_size=7, progress_bar=False)  # 7 does not divide 30
 

@@ -1,0 +1,60 @@
+"""Null calibration equals the selectivity formula at random targets, computed by hand from eager attention."""
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+
+from harness import loop
+from harness.arch import head_layout
+from harness.data import induction_batch
+from probes.base import Context
+from probes.null_calibration import NullCalibration, null_targets
+
+RUNNER = SimpleNamespace(device="cpu", dtype="float32", batch_size=7, progress_bar=False)
+
+
+def test_targets_are_random_non_special():
+    batch = induction_batch(n=40, seq_len=64, vocab_lo=5, vocab_hi=97, prepend_bos=True, bos_id=0)
+    t = null_targets(batch, 300, seed=0)
+    np.testing.assert_array_equal(t, null_targets(batch, 300, seed=0))  # seeded
+    T = batch.seq_len
+    for i in range(len(batch)):
+        ab = batch.positions["duplicate"][i]
+        special = {0, ab, ab + 1, T - 1, T - 2, T - 3, T - 4, T - 5, T - 6}
+        assert not special & set(t[:, i].tolist())
+        assert t[:, i].min() >= 1 and t[:, i].max() <= T - 2
+    assert len(np.unique(t)) > T // 2  # spread over the sequence
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_null_matches_eager(arch, bos):
+    model = tiny_model(arch)
+    batch = induction_batch(n=30, seq_len=64, vocab_lo=5, vocab_hi=97, prepend_bos=bos, bos_id=0)
+    draws = 40
+    ctx = Context(head_layout(model.config), batch, {"name": "tiny"})
+    res = loop.run_checkpoint(copy.deepcopy(model), loop.group_by_batch([NullCalibration(draws=draws)], batch, ctx),
+                              model_cfg={"name": "tiny"}, revision="r", runner=RUNNER)["null"]
+
+    with torch.no_grad():
+        att = model(batch.input_ids, output_attentions=True).attentions
+    N, T = batch.input_ids.shape
+    L, H = len(att), att[0].shape[1]
+    t = null_targets(batch, draws, seed=0)
+    null = np.zeros((draws, L, H))
+    for layer in range(L):
+        for h in range(H):
+            rows = att[layer][:, h, T - 1].double().numpy()  # (N, T)
+            base = np.mean([rows[n, batch.fixed["baseline"]].mean() for n in range(N)])
+            for d in range(draws):
+                null[d, layer, h] = np.mean([rows[n, t[d, n]] for n in range(N)]) / max(base, 1e-8)
+    np.testing.assert_allclose(res.heads["p99"], np.percentile(null, 99, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(res.heads["max"], null.max(0), rtol=1e-5)
+    assert res.scalars["p99"] == pytest.approx(np.percentile(null, 99), rel=1e-5)
+    assert res.scalars["max"] == pytest.approx(null.max(), rel=1e-5)
+    assert res.scalars["t_recall"] == pytest.approx(max(2.0, np.percentile(null, 99)), rel=1e-5)
+    assert res.scalars["t_precision"] == 50.0
