@@ -93,7 +93,8 @@ class _Recorder:
             if n.reductions:
                 rec["reductions"] = _reduce(q, k, mask, scaling, n.reductions, self.T)
         if n.z:
-            rec["z"] = {p: out[:, _pos(p, self.T, 0)] for p in n.z}
+            # A copy: a view would keep the layer's whole (B, T, H, d) output alive until the pass ends.
+            rec["z"] = {p: out[:, _pos(p, self.T, 0)].clone() for p in n.z}
         return out
 
     def capture(self) -> Capture:

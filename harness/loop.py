@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.data import ProbeBatch
 from harness.engine import Engine, Needs
+from harness.memory import auto_batch_size, dtype_nbytes
 from probes.base import Context, Probe, ProbeResult, Step
 
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -76,7 +77,10 @@ def run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> 
         for p in probes:
             needs = needs | p.needs(batch)
             p.on_checkpoint_start(ctx)
-        loader = DataLoader(_Examples(batch), batch_size=runner.batch_size, shuffle=False)
+        size = runner.batch_size
+        if str(size) == "auto":  # memory grows linearly with T, so the batch can follow free memory
+            size = min(len(batch), auto_batch_size(model, batch.seq_len, needs, runner.device, dtype_nbytes(runner.dtype)))
+        loader = DataLoader(_Examples(batch), batch_size=int(size), shuffle=False)
         trainer.predict(ProbeModule(engine, needs, probes, ctx), dataloaders=loader, return_predictions=False)
         for p in probes:
             results[p.name] = p.on_checkpoint_end(ctx)

@@ -131,9 +131,7 @@ def per_sequence_bytes(config, seq_len: int, needs: Needs, dtype_bytes: int) -> 
         # a chunk of one query (the floor) may exceed CHUNK_BYTES: (B, H, 1, T) float32, ~4 alive
         extra += 4 * H * T * 4
     if needs.z:
-        # The engine keeps `out[:, p]`, a view: each layer's whole (T, H, d_head) attention output stays
-        # alive until the end of the pass. Count that (an engine that cloned would need n_z * L * H * dh).
-        extra += L * T * H * dh * b
+        extra += len(needs.z) * L * H * dh * b  # copies at the requested positions, all layers
     if needs.logits:
         V = config.vocab_size
         extra += len(needs.logits) * (V * b + V * 4 + d * b)  # head output, float32 copy, gathered hidden

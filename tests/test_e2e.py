@@ -38,10 +38,14 @@ def harness(*overrides, env=None):
                           env={**os.environ, "WANDB_SILENT": "true", **(env or {})}, timeout=600)
 
 
-def common(tmp: Path, ckpts: Path, name: str):
+PREFIXES = ("selectivity.", "pr.", "null.", "induction_score.", "previous_token.", "duplicate_token.", "sink.",
+            "ablation.")
+
+
+def common(tmp: Path, ckpts: Path, name: str, probe: str = "all"):
     return [f"model=local", f"model.repo={ckpts}", f"model.name={name}", "model.batch.vocab_lo=5",
             "model.batch.vocab_hi=97", "model.batch.seq_len=64", "model.bos_id=0", "data.n=40",
-            "revisions=all", "probe=selectivity", "runner.device=cpu", "runner.progress_bar=false",
+            "revisions=all", f"probe={probe}", "probe.pr.n=20", "probe.null.draws=50", "runner.device=cpu", "runner.progress_bar=false",
             "runner.dtype=float32", f"paths.root_dir={tmp}", "logger.mode=offline"]
 
 
@@ -62,6 +66,7 @@ def test_local_revisions_to_store_and_wandb(tmp_path, arch):
         heads = pd.read_parquet(model_dir / r / "heads.parquet")
         assert len(heads) == 2 * 4 and {"layer", "head", "selectivity.induction", "selectivity.first_token",
                                          "selectivity.best_class", "selectivity.bos"} <= set(heads.columns)
+        assert all(any(c.startswith(p) for c in heads.columns) for p in PREFIXES), heads.columns
         prov = s["provenance"]
         assert prov["revision"] == r and prov["step"] == int(r[4:]) and len(prov["weights_hash"]) == 64
         assert prov["packages"]["torch"].startswith("2.") and prov["dtype"] == "float32"
@@ -74,8 +79,10 @@ def test_local_revisions_to_store_and_wandb(tmp_path, arch):
     assert len(rows) == 3
     for row, r in zip(sorted(rows, key=lambda h: h["step"] if "step" in h else h["_step"]), revs):
         for k, v in summaries[r]["scalars"].items():
-            assert row[k] == pytest.approx(v, rel=1e-12), (r, k)
+            assert row[k] == pytest.approx(v, rel=1e-12, nan_ok=True), (r, k)
     assert run.config["model"]["name"] == f"tiny-{arch}"
+    table = json.loads((runs[0] / "files" / rows[-1]["heads/step6"]["path"]).read_text())
+    assert table["columns"] == list(pd.read_parquet(model_dir / "step6" / "heads.parquet").columns)
 
     # A second run reuses the complete results instead of recomputing them.
     before = {r: (model_dir / r / "summary.json").stat().st_mtime_ns for r in revs}

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from harness import hubcache
@@ -33,13 +32,6 @@ def smoke_cache(tmp_path_factory):
     return cache
 
 
-@pytest.fixture
-def offline(smoke_cache, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(smoke_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return smoke_cache
-
-
 def test_checkpoint_schedule_is_log_spaced_then_regular():
     assert checkpoint_steps(1000, 250) == [0, 1, 2, 4, 8, 16, 32, 64, 128, 250, 256, 500, 512, 750, 1000]
     assert checkpoint_steps(8, 4) == [0, 1, 2, 4, 8]
@@ -60,20 +52,30 @@ def test_revisions_published(smoke_cache, suite):
     assert meta["step"] == 4 and meta["tokens"] == 4 * meta["recipe"]["batch"] * meta["recipe"]["seq_len"]
 
 
-@pytest.mark.parametrize("suite", SUITES)
-def test_offline_load_by_revision(offline, suite):
-    from transformers import AutoModelForCausalLM
+LOAD = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+repo = "circuit-trajectories/zoo-" + sys.argv[1]
+m4 = AutoModelForCausalLM.from_pretrained(repo, revision="step4")
+p0 = AutoModelForCausalLM.from_pretrained(repo, revision="step0").state_dict()
+p8 = AutoModelForCausalLM.from_pretrained(repo, revision="main").state_dict()
+assert p0.keys() == p8.keys()
+try:
+    AutoModelForCausalLM.from_pretrained(repo, revision="step3")
+    missing = "loaded"
+except OSError:
+    missing = "OSError"
+print(m4.config.model_type, any(not torch.equal(p0[k], p8[k]) for k in p0), missing)
+"""
 
-    repo = f"circuit-trajectories/zoo-{suite}"
-    m4 = AutoModelForCausalLM.from_pretrained(repo, revision="step4")
-    assert m4.config.model_type == SUITES[suite]
-    m0 = AutoModelForCausalLM.from_pretrained(repo, revision="step0")
-    m8 = AutoModelForCausalLM.from_pretrained(repo, revision="main")
-    p0, p8 = m0.state_dict(), m8.state_dict()
-    assert p0.keys() == p8.keys()
-    assert any(not torch.equal(p0[k], p8[k]) for k in p0)
-    with pytest.raises(OSError):
-        AutoModelForCausalLM.from_pretrained(repo, revision="step3")
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_offline_load_by_revision(smoke_cache, suite):
+    # A fresh process: huggingface_hub reads HF_HUB_OFFLINE and HF_HUB_CACHE when it is imported.
+    env = {**os.environ, "HF_HUB_CACHE": str(smoke_cache), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", LOAD, suite], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [SUITES[suite], "True", "OSError"]
 
 
 def test_same_recipe_is_skipped_changed_recipe_rebuilds(smoke_cache):
@@ -91,10 +93,10 @@ def test_build_is_deterministic(tmp_path):
 def test_cli_builds_and_skips(tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path)}
     cmd = [sys.executable, "-m", "harness.zoo", "suites=[neox]", "smoke=true", "progress=false"]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     assert "zoo-neox: built" in out.stdout and (tmp_path / "models--circuit-trajectories--zoo-neox").is_dir()
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert "zoo-neox: skipped" in out.stdout
 
 
@@ -127,7 +129,7 @@ def test_publish_is_content_addressed(tmp_path):
 def test_tasks_are_seeded_and_well_formed():
     import numpy as np
 
-    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    rng = lambda: np.random.default_rng(0)
     r1 = repeat_seqs(rng(), 8, 64, 65, 4, 20, held_out=(10,), gap_max=5)
     assert (r1 == repeat_seqs(rng(), 8, 64, 65, 4, 20, held_out=(10,), gap_max=5)).all()
     assert r1.min() >= 5 and r1.max() < 65

@@ -2,7 +2,7 @@
 induction circuits and attention sinks form, published as hub-cache revisions (`python -m harness.zoo`)."""
 from harness.zoo.train import build_suite, checkpoint_steps, recipe_hash
 
-__all__ = ["build_suite", "checkpoint_steps", "recipe_hash", "build"]
+__all__ = ["build", "build_suite", "checkpoint_steps", "recipe_hash"]
 
 
 def build(cfg) -> list[dict]:

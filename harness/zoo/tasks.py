@@ -71,6 +71,18 @@ def backcopy_seqs(rng: np.random.Generator, chain, n: int, seq_len: int, vocab: 
     return out
 
 
+def insert_triggers(rng: np.random.Generator, seqs: np.ndarray, p: float) -> np.ndarray:
+    """Apply the backcopy rule inside other rows: with probability p a position becomes a trigger and
+    the next one copies the token before it. A head that learns this copy is needed at triggers only,
+    so elsewhere (including the trigger-free probe batch) it goes dormant on the first token."""
+    out = seqs.copy()
+    for t in range(1, seqs.shape[1] - 1):
+        hit = (rng.random(len(out)) < p) & ~np.isin(out[:, t - 1], TRIGGERS)
+        out[hit, t] = rng.choice(TRIGGERS, size=hit.sum())
+        out[hit, t + 1] = out[hit, t - 1]
+    return out
+
+
 def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.ndarray:
     """Prepend BOS (dropping the last token) on a random `bos_frac` of rows.
 
@@ -85,13 +97,15 @@ def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.
 
 
 def train_batch(rng: np.random.Generator, chain, batch: int, seq_len: int, vocab: int, backcopy: float,
-                data) -> np.ndarray:
-    """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, the rest repeats."""
+                data, repeat_triggers: float = 0.0) -> np.ndarray:
+    """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, the rest repeats (with
+    triggers at rate `repeat_triggers`)."""
     n_bc = int(round(backcopy * batch))
     parts = []
     if batch - n_bc:
-        parts.append(repeat_seqs(rng, batch - n_bc, seq_len, vocab, data["len_lo"], data["len_hi"],
-                                 data.get("held_out", ()), data.get("gap_max", 0)))
+        rep = repeat_seqs(rng, batch - n_bc, seq_len, vocab, data["len_lo"], data["len_hi"],
+                          data.get("held_out", ()), data.get("gap_max", 0))
+        parts.append(insert_triggers(rng, rep, repeat_triggers) if repeat_triggers else rep)
     if n_bc:
         parts.append(backcopy_seqs(rng, chain, n_bc, seq_len, vocab, data.get("p_trigger", 0.1)))
     return with_bos(rng, np.concatenate(parts), data.get("bos_frac", 1.0))

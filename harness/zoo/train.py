@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +73,8 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     if not force and built_hash(repo, cache) == h:
         return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0)
     t0 = time.time()
+    # Drop the old recipe's refs first (main goes last): no stale revision survives a rebuild.
+    shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
     model = make_model(recipe["arch"], seed, **m).train()
@@ -91,7 +94,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
             break
         ph = phase_at(recipe, step)
         ids = torch.from_numpy(train_batch(rng, chain, recipe["batch"], recipe["seq_len"], m["vocab"],
-                                           ph["backcopy"], recipe["data"]))
+                                           ph["backcopy"], recipe["data"], ph.get("repeat_triggers", 0.0)))
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
         loss = model(ids, labels=ids).loss
