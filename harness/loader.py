@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
 from harness.arch import arch_of
 from harness.engine import ATTN_IMPL
 from harness.errors import HarnessError
+
+hf_logging.disable_progress_bar()  # one bar per revision from Lightning is enough
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -22,6 +22,7 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 # Probes accumulate state instead of returning predictions, and the batches live in memory.
 warnings.filterwarnings("ignore", message=".*predict returned None.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 PRECISION = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
 

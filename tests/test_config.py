@@ -32,3 +32,11 @@ def test_every_group_has_options():
     for g in GROUPS:
         assert options(g), g
     assert (CONF / "local").is_dir()  # `optional local` group: git-ignored machine settings
+
+
+def test_experiment_overrides_primary_values():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=zoo"])
+        paper = compose("config", overrides=["experiment=paper", "model=pythia-1b"])
+    assert cfg.experiment_name == "zoo"
+    assert paper.experiment_name == "paper" and paper.revisions.select == "paper" and "pr" in paper.probe

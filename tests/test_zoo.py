@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from harness import hubcache
 from harness.zoo import build, checkpoint_steps
-from harness.zoo.tasks import BOS, TRIGGERS, backcopy_seqs, bigram_chain, repeat_seqs, with_bos
+from harness.zoo.tasks import BOS, TRIGGERS, backcopy_seqs, bigram_chain, mode_seqs, repeat_seqs, with_bos
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = {"neox": "gpt_neox", "olmo": "olmo", "olmoe": "olmoe"}
@@ -90,6 +90,26 @@ def test_build_is_deterministic(tmp_path):
     assert a["commit"] == b["commit"]
 
 
+def test_parallel_jobs_build_the_same_suites(tmp_path):
+    """jobs=2 (spawned worker processes) publishes the same commits as one process."""
+    args = ("suites=[neox,olmo]", "smoke_recipe.steps=2")
+    one = build(zoo_cfg(tmp_path / "one", *args, "jobs=1"))
+    two = build(zoo_cfg(tmp_path / "two", *args, "jobs=2"))
+    assert [r["suite"] for r in two] == ["neox", "olmo"]
+    assert [r["commit"] for r in one] == [r["commit"] for r in two]
+
+
+def test_lr_schedule_warms_up_then_decays_within_each_phase():
+    from harness.zoo.train import lr_at
+
+    phases = {"a": {"start": 0.0, "lr": 1.0}, "b": {"start": 0.5, "lr": 2.0}}
+    r = dict(steps=100, warmup=10, decay=0.1, phases=phases)
+    assert lr_at(r, 0) == pytest.approx(0.1) and lr_at(r, 9) > 0.9
+    assert lr_at(r, 49) == pytest.approx(0.1) and lr_at(r, 50) == pytest.approx(2.0)
+    assert lr_at(r, 99) == pytest.approx(0.2)
+    assert lr_at({**r, "decay": 1.0}, 99) == 2.0
+
+
 def test_cli_builds_and_skips(tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path)}
     cmd = [sys.executable, "-m", "harness.zoo", "suites=[neox]", "smoke=true", "progress=false"]
@@ -137,5 +157,10 @@ def test_tasks_are_seeded_and_well_formed():
     bc = backcopy_seqs(rng(), chain, 16, 200, 65, p_trigger=0.1)
     i, t = np.nonzero(np.isin(bc[:, 1:-1], TRIGGERS))
     assert len(i) > 50 and (bc[i, t + 2] == bc[i, t]).all()  # after a trigger: copy of the token before it
+    md = mode_seqs(rng(), 16, 64, 65)
+    i, t = np.nonzero(np.isin(md, TRIGGERS))
+    assert (np.bincount(i, minlength=16) == 1).all()  # one `trigger m` pair per row
+    for row, k in zip(md[i], t):
+        assert (row[k + 2:] % 4 == row[k + 1] % 4).all() and row.min() >= 1
     b = with_bos(rng(), bc, 0.5)
     assert 0 < (b[:, 0] == BOS).sum() < 16

@@ -1,8 +1,7 @@
 """The GPT-NeoX zoo suite really forms an induction circuit (checked with an independent eager computation).
 
-Builds the first 2000 steps of the real recipe (its induction phase; the full suite switches to the
-sink phase at step 4000, so these checkpoints are identical to the full build's): ~2-3 minutes on one
-CPU thread.
+Builds the first 2000 steps of the real recipe (`stop`: same schedule and learning rates, inside its
+induction phase, so these checkpoints are identical to the full build's): ~2-3 minutes on one CPU thread.
 """
 from __future__ import annotations
 
@@ -27,8 +26,7 @@ def suite(tmp_path_factory):
     cache = tmp_path_factory.mktemp("hub")
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "zoo"), version_base="1.3"):
         cfg = compose("build", overrides=[f"cache_dir={cache}", "suites=[neox]", "progress=false",
-                                          "suite.neox.steps=2000", "suite.neox.ckpt_every=500",
-                                          "suite.neox.phases.sinks.start=2.0"])  # > 1: never switches
+                                          "suite.neox.stop=2000", "suite.neox.ckpt_every=500"])
     (result,) = build(cfg)
     assert result["status"] == "built"
     return cache, cfg.suite.neox

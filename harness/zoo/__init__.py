@@ -5,13 +5,24 @@ from harness.zoo.train import build_suite, checkpoint_steps, recipe_hash
 __all__ = ["build", "build_suite", "checkpoint_steps", "recipe_hash"]
 
 
+def _build_one(args: tuple) -> dict:
+    """One suite in a worker process (spawned: torch threads are set before any work)."""
+    import torch
+
+    name, recipe, cache, force, progress, threads, position = args
+    torch.set_num_threads(threads)
+    return build_suite(name, recipe, cache, force=force, progress=progress, position=position)
+
+
 def build(cfg) -> list[dict]:
-    """Build the suites selected by a `conf/zoo/build.yaml` config; returns one summary per suite."""
+    """Build the suites selected by a `conf/zoo/build.yaml` config; returns one summary per suite, in order.
+
+    With `jobs` > 1 the suites are built in that many parallel processes of `threads` torch threads each
+    (every suite is seeded on its own, so the result does not depend on `jobs`)."""
     import torch
     from omegaconf import OmegaConf
 
-    torch.set_num_threads(cfg.threads)
-    results = []
+    todo = []
     for name in cfg.suites:
         if name not in cfg.suite:
             raise ValueError(f"unknown zoo suite '{name}' (valid: {', '.join(cfg.suite)})")
@@ -19,5 +30,13 @@ def build(cfg) -> list[dict]:
         recipe["seed"] = cfg.seed
         if cfg.smoke:
             recipe.update(OmegaConf.to_container(cfg.smoke_recipe, resolve=True))
-        results.append(build_suite(name, recipe, cfg.cache_dir, force=cfg.force, progress=cfg.progress))
-    return results
+        todo.append((name, recipe, cfg.cache_dir, cfg.force, cfg.progress, cfg.threads))
+    jobs = min(int(cfg.get("jobs", 1) or 1), len(todo))
+    if jobs <= 1:
+        torch.set_num_threads(cfg.threads)
+        return [_build_one((*t, None)) for t in todo]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_build_one, [(*t, i) for i, t in enumerate(todo)]))

@@ -71,6 +71,25 @@ def backcopy_seqs(rng: np.random.Generator, chain, n: int, seq_len: int, vocab: 
     return out
 
 
+def mode_seqs(rng: np.random.Generator, n: int, seq_len: int, vocab: int, n_modes: int = 4) -> np.ndarray:
+    """(n, seq_len) "mode" rows: uniform ordinary tokens until one `trigger m` pair at a random position;
+    every later token is drawn from the mode class of m, {t : t = m mod n_modes}.
+
+    Predicting after the pair needs a head that finds "the token after a trigger", which takes a
+    previous-token head below it (so not layer 0). Before the pair, and on any trigger-free text such as
+    the probe batch, that head has nothing to read and parks on the first token: an active-dormant sink
+    head distinct from the induction heads."""
+    out = rng.integers(FIRST_ORDINARY, vocab, size=(n, seq_len))
+    ords = np.arange(FIRST_ORDINARY, vocab)
+    for i in range(n):
+        t = rng.integers(1, seq_len - 2)
+        out[i, t] = rng.choice(TRIGGERS)
+        m = out[i, t + 1]
+        cls = ords[ords % n_modes == m % n_modes]
+        out[i, t + 2:] = rng.choice(cls, size=seq_len - t - 2)
+    return out
+
+
 def insert_triggers(rng: np.random.Generator, seqs: np.ndarray, p: float) -> np.ndarray:
     """Apply the backcopy rule inside other rows: with probability p a position becomes a trigger and
     the next one copies the token before it. A head that learns this copy is needed at triggers only,
@@ -97,15 +116,18 @@ def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.
 
 
 def train_batch(rng: np.random.Generator, chain, batch: int, seq_len: int, vocab: int, backcopy: float,
-                data, repeat_triggers: float = 0.0) -> np.ndarray:
-    """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, the rest repeats (with
-    triggers at rate `repeat_triggers`)."""
+                data, repeat_triggers: float = 0.0, mode: float = 0.0) -> np.ndarray:
+    """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, a `mode` fraction of mode rows,
+    the rest repeats (with triggers at rate `repeat_triggers`)."""
     n_bc = int(round(backcopy * batch))
+    n_mode = int(round(mode * batch))
     parts = []
-    if batch - n_bc:
-        rep = repeat_seqs(rng, batch - n_bc, seq_len, vocab, data["len_lo"], data["len_hi"],
+    if batch - n_bc - n_mode:
+        rep = repeat_seqs(rng, batch - n_bc - n_mode, seq_len, vocab, data["len_lo"], data["len_hi"],
                           data.get("held_out", ()), data.get("gap_max", 0))
         parts.append(insert_triggers(rng, rep, repeat_triggers) if repeat_triggers else rep)
     if n_bc:
         parts.append(backcopy_seqs(rng, chain, n_bc, seq_len, vocab, data.get("p_trigger", 0.1)))
+    if n_mode:
+        parts.append(mode_seqs(rng, n_mode, seq_len, vocab, data.get("n_modes", 4)))
     return with_bos(rng, np.concatenate(parts), data.get("bos_frac", 1.0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -53,9 +54,25 @@ def phase_at(recipe: dict, step: int) -> dict:
     return current
 
 
+def phase_span(recipe: dict, step: int) -> tuple[int, int]:
+    """[first, end) steps of the phase that holds `step` (the end is the next phase's start, or the last step)."""
+    steps = recipe["steps"]
+    starts = sorted({min(steps, round(ph["start"] * steps)) for ph in recipe["phases"].values()} | {steps})
+    first = max([s for s in starts if s <= step], default=0)
+    return first, min([s for s in starts if s > step], default=steps)
+
+
 def lr_at(recipe: dict, step: int) -> float:
+    """The phase's lr with a linear warmup from the first step, then, with `decay` < 1, a cosine decay to
+    `decay` x lr by the end of each phase (the circuit settles before the next phase and at the last step)."""
     ph = phase_at(recipe, step)
-    return ph["lr"] * min(1.0, (step + 1) / recipe["warmup"])  # linear warmup from the first step
+    lr = ph["lr"] * min(1.0, (step + 1) / recipe["warmup"])
+    floor = ph.get("decay", recipe.get("decay", 1.0))
+    if floor < 1.0:
+        first, end = phase_span(recipe, step)
+        frac = (step - first) / max(1, end - 1 - first)
+        lr *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+    return lr
 
 
 def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, repo: str) -> str:
@@ -67,7 +84,8 @@ def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, r
         return hubcache.publish(d, repo, f"step{step}", cache)
 
 
-def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progress: bool = True) -> dict:
+def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progress: bool = True,
+                position: int | None = None) -> dict:
     """Train and publish one suite; skip it when `main` already holds this recipe's hash."""
     repo, h = recipe["repo"], recipe_hash(recipe)
     if not force and built_hash(repo, cache) == h:
@@ -77,24 +95,26 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
+    last = min(steps, recipe.get("stop") or steps)  # `stop`: only the first steps of the schedule (tests)
     model = make_model(recipe["arch"], seed, **m).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr_at(recipe, 0), betas=tuple(recipe["betas"]),
                             weight_decay=recipe["weight_decay"])
     rng = np.random.default_rng(seed)  # one stream for all batches: deterministic given the seed
     chain = bigram_chain(seed + 1, m["vocab"], recipe["data"]["n_succ"], recipe["data"]["alpha"])
-    ckpts = set(checkpoint_steps(steps, recipe["ckpt_every"]))
+    ckpts = {s for s in checkpoint_steps(steps, recipe["ckpt_every"]) if s <= last} | {last}
     losses: list[float] = []
-    bar = tqdm(range(steps + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0, position=position)
     for step in bar:
         if step in ckpts:  # step N = the weights after N updates
             model.eval()
             commit = save(model, recipe, name, step, float(np.mean(losses[-20:])) if losses else None, cache, repo)
             model.train()
-        if step == steps:
+        if step == last:
             break
         ph = phase_at(recipe, step)
         ids = torch.from_numpy(train_batch(rng, chain, recipe["batch"], recipe["seq_len"], m["vocab"],
-                                           ph["backcopy"], recipe["data"], ph.get("repeat_triggers", 0.0)))
+                                           ph["backcopy"], recipe["data"], ph.get("repeat_triggers", 0.0),
+                                           ph.get("mode", 0.0)))
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
         loss = model(ids, labels=ids).loss
@@ -105,6 +125,6 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr_at(recipe, step):.1e}")
-    hubcache.publish(hubcache.resolve(repo, f"step{steps}", cache), repo, "main", cache)
+    hubcache.publish(hubcache.resolve(repo, f"step{last}", cache), repo, "main", cache)
     return dict(suite=name, status="built", recipe_hash=h, commit=commit, seconds=time.time() - t0,
                 final_loss=float(np.mean(losses[-20:])) if losses else None)
