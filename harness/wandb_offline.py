@@ -134,21 +134,17 @@ def read_run(path) -> OfflineRun:
             run.job_type, run.name, run.tags = r.job_type, r.display_name, list(r.tags)
             for item in r.config.update:
                 _put(run.config, item, _loads(item.value_json))
-        elif kind == "config":
-            for item in rec.config.update:
-                _put(run.config, item, _loads(item.value_json))
-            for item in rec.config.remove:
-                _pop(run.config, item)
+        elif kind in ("config", "summary"):  # same update/remove shape
+            target, delta = (run.config, rec.config) if kind == "config" else (run.summary, rec.summary)
+            for item in delta.update:
+                _put(target, item, _loads(item.value_json))
+            for item in delta.remove:
+                _pop(target, item)
         elif kind == "history":
             row: dict = {}
             for item in rec.history.item:
                 _put(row, item, _history_value(item))
             run.history.append(row)
-        elif kind == "summary":
-            for item in rec.summary.update:
-                _put(run.summary, item, _loads(item.value_json))
-            for item in rec.summary.remove:
-                _pop(run.summary, item)
         elif kind == "artifact":
             a = rec.artifact
             run.artifacts.append({

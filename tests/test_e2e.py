@@ -7,11 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +41,7 @@ PREFIXES = ("selectivity.", "pr.", "null.", "induction_score.", "previous_token.
 
 
 def common(tmp: Path, ckpts: Path, name: str, probe: str = "all"):
-    return [f"model=local", f"model.repo={ckpts}", f"model.name={name}", "model.batch.vocab_lo=5",
+    return ["model=local", f"model.repo={ckpts}", f"model.name={name}", "model.batch.vocab_lo=5",
             "model.batch.vocab_hi=97", "model.batch.seq_len=64", "model.bos_id=0", "data.n=40",
             "revisions=all", f"probe={probe}", "probe.pr.n=20", "probe.null.draws=50", "runner.device=cpu", "runner.progress_bar=false",
             "runner.dtype=float32", f"paths.root_dir={tmp}", "logger.mode=offline"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import copy
 
 import torch
-
 from conftest import tiny_model
+
 from harness.arch import out_projections
 from harness.engine import Engine, Needs, Reduction
 

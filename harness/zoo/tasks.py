@@ -37,7 +37,7 @@ def repeat_seqs(rng: np.random.Generator, n: int, seq_len: int, vocab: int, len_
         while len(row) < seq_len:
             r = rng.integers(FIRST_ORDINARY, vocab, size=rng.choice(lengths, p=w))
             g = rng.integers(FIRST_ORDINARY, vocab, size=rng.integers(0, gap_max + 1))
-            row.extend(r); row.extend(g); row.extend(r)
+            row.extend([*r, *g, *r])
         out[i] = row[:seq_len]
     return out
 
