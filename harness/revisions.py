@@ -383,9 +383,11 @@ def _resolve_error(model_cfg, name, cache, local_only, e) -> RevisionError:
         known = []
     if isinstance(e, RevisionNotFoundError) or name not in {r.name for r in known}:
         return _missing(model_cfg, name, known)
-    where = "the hub is offline" if offline() else "download=False" if local_only else type(e).__name__
-    return _missing(model_cfg, name, _cached_revisions(model_cfg, cache) or known,
-                    f"{model_cfg.name} revision '{name}' is not in the hub cache {cache} and {where}")
+    why = ("the hub is offline (HF_HUB_OFFLINE)" if offline() else "download=False" if local_only
+           else f"the hub cannot be reached ({type(e).__name__})")
+    cached = [r for r in _cached_revisions(model_cfg, cache) if r.name != name]
+    msg = f"{model_cfg.name} revision '{name}' is not in the hub cache {cache} and {why}"
+    return _missing(model_cfg, name, cached, msg + ("; cached" if cached else "; nothing of this repo is cached"))
 
 
 def _cached_revisions(model_cfg, cache) -> list[Revision]:
