@@ -130,7 +130,9 @@ def test_cache_dir_rule(monkeypatch, tmp_path):
     assert hubcache.cache_dir() == tmp_path / "x"
     monkeypatch.delenv("HF_HUB_CACHE")
     monkeypatch.delenv("HF_HOME")
-    assert hubcache.cache_dir() == Path.home() / ".cache" / "huggingface" / "hub"
+    from huggingface_hub import constants  # neither set: the hub client's own default (read at its import)
+
+    assert hubcache.cache_dir() == Path(constants.HF_HUB_CACHE)
 
 
 def test_publish_is_content_addressed(tmp_path):
