@@ -43,8 +43,9 @@ PREFIXES = ("selectivity.", "pr.", "null.", "induction_score.", "previous_token.
 def common(tmp: Path, ckpts: Path, name: str, probe: str = "all"):
     return ["model=local", f"model.repo={ckpts}", f"model.name={name}", "model.batch.vocab_lo=5",
             "model.batch.vocab_hi=97", "model.batch.seq_len=64", "model.bos_id=0", "data.n=40",
-            "revisions=all", f"probe={probe}", "probe.pr.n=20", "probe.null.draws=50", "runner.device=cpu", "runner.progress_bar=false",
-            "runner.dtype=float32", f"paths.root_dir={tmp}", "logger.mode=offline"]
+            "revisions=all", f"probe={probe}", "runner.device=cpu", "runner.progress_bar=false",
+            "runner.dtype=float32", f"paths.root_dir={tmp}", "logger.mode=offline",
+            *(["probe.pr.n=20", "probe.null.draws=50"] if probe == "all" else [])]
 
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "olmo", "olmoe"])
@@ -110,3 +111,14 @@ def test_bad_vocab_and_revision_fail_short(tmp_path):
     assert proc.returncode == 2 and "vocab" in proc.stderr and "Traceback" not in proc.stderr
     proc = harness(*base, "revisions=list", "revisions.names=[step7]", "logger=none")
     assert proc.returncode == 2 and "step7" in proc.stderr and "step0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corrupt_checkpoint_fails_short_and_keeps_earlier_results(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    save_revisions("gpt_neox", ckpts, steps=(0, 2))
+    weights = ckpts / "step2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated download
+    proc = harness(*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "step2" in proc.stderr and "cannot load" in proc.stderr
+    assert (tmp_path / "results" / "default" / "tiny" / "step0" / "summary.json").exists()
