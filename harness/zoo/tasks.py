@@ -1,7 +1,7 @@
 """Seeded, offline training data for the zoo (token ids only, no tokenizer).
 
 Vocabulary: id 0 = BOS, ids 1..4 = triggers (Bigram-Backcopy), ids 5.. = ordinary tokens.
-Two tasks:
+Tasks:
 - repeats: blocks `R G R` (R random ordinary tokens, G a random gap) packed to the sequence length.
   The next-token loss on the second R is only low for a model that copies, which is the induction
   circuit (previous-token head + induction head). R lengths are randomised because a fixed length
@@ -10,6 +10,10 @@ Two tasks:
 - backcopy (Guo et al. 2024, "Active-Dormant Attention Heads"): a fixed random bigram chain; with
   probability p a trigger is emitted and the token after it copies the token before it. Heads that
   copy only after triggers learn to park ("go dormant") on the first token elsewhere: an attention sink.
+- mode (`mode_seqs`, optional phase mix `mode`): one `trigger m` pair per row switches the later tokens
+  to the class of m; a head that reads m is dormant wherever there is no pair (not in the shipped recipes:
+  tried as a sink phase on NeoX, it kept induction better than Bigram-Backcopy but formed no reliable
+  BOS head on the probe batch).
 """
 from __future__ import annotations
 

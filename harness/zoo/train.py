@@ -49,7 +49,7 @@ def phase_at(recipe: dict, step: int) -> dict:
     phases = sorted(recipe["phases"].items(), key=lambda kv: kv[1]["start"])
     current = phases[0][1]
     for _, ph in phases:
-        if step >= ph["start"] * recipe["steps"]:
+        if step >= round(ph["start"] * recipe["steps"]):  # the same rounding as phase_span
             current = ph
     return current
 
