@@ -394,17 +394,17 @@ def _cached_revisions(model_cfg, cache) -> list[Revision]:
     return [make_revision(model_cfg, n) for n in sorted(_cached_refs(model_cfg.repo, cache))]
 
 
-def mark_duplicates(resolved: list[Resolved]) -> list[Resolved]:
-    """Set duplicate_of where a revision's weights equal an earlier one's (Pythia step0 == step1)."""
+def mark_duplicates(resolved):
+    """Yield each Resolved, with duplicate_of set where its weights equal an earlier one's (Pythia step0 == step1).
+
+    A generator, so the Prefetcher can mark revisions as they stream in."""
     seen: dict[str, str] = {}
-    out = []
     for r in resolved:
         first = seen.setdefault(r.weights_hash, r.name) if r.weights_hash else r.name
         if first != r.name:
             log.warning("revision %s has the same weights as %s (hash %s...)", r.name, first, r.weights_hash[:12])
             r = replace(r, duplicate_of=first)
-        out.append(r)
-    return out
+        yield r
 
 
 class Prefetcher:
@@ -417,7 +417,9 @@ class Prefetcher:
         self.future = None
 
     def __iter__(self):
-        seen: dict[str, str] = {}
+        return mark_duplicates(self._stream())
+
+    def _stream(self):
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         try:
             self.future = pool.submit(self._resolve, self.revs[0]) if self.revs else None
@@ -426,11 +428,6 @@ class Prefetcher:
                 nxt = self.revs[i + 1] if i + 1 < len(self.revs) else None
                 self.future = pool.submit(self._resolve, nxt) if nxt else None
                 self.pending = nxt.name if nxt else None
-                if res.weights_hash:
-                    first = seen.setdefault(res.weights_hash, res.name)
-                    if first != res.name:
-                        log.warning("revision %s has the same weights as %s", res.name, first)
-                        res = replace(res, duplicate_of=first)
                 yield res
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # a half-done download is left to finish cleanly

@@ -210,7 +210,7 @@ def test_duplicates_detected(suites, caplog):
     res = [R.resolve(cfg, r) for r in R.available(cfg)[:3]]
     assert res[0].commit != res[1].commit and res[0].weights_hash == res[1].weights_hash
     with caplog.at_level(logging.WARNING, "harness.revisions"):
-        marked = R.mark_duplicates(res)
+        marked = list(R.mark_duplicates(res))
     assert [r.duplicate_of for r in marked] == [None, "step0", None]
     assert any("step1 has the same weights as step0" in m for m in caplog.messages)
 
