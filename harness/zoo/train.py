@@ -95,7 +95,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
-    last = min(steps, recipe.get("stop") or steps)  # `stop`: only the first steps of the schedule (tests)
+    last = steps
     model = make_model(recipe["arch"], seed, **m).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr_at(recipe, 0), betas=tuple(recipe["betas"]),
                             weight_decay=recipe["weight_decay"])
