@@ -10,10 +10,11 @@ Tasks:
 - backcopy (Guo et al. 2024, "Active-Dormant Attention Heads"): a fixed random bigram chain; with
   probability p a trigger is emitted and the token after it copies the token before it. Heads that
   copy only after triggers learn to park ("go dormant") on the first token elsewhere: an attention sink.
+  Used as the OLMo/OLMoE sink phase; its copy needs no composition, so its sink can form in layer 0.
 - mode (`mode_seqs`, optional phase mix `mode`): one `trigger m` pair per row switches the later tokens
-  to the class of m; a head that reads m is dormant wherever there is no pair (not in the shipped recipes:
-  tried as a sink phase on NeoX, it kept induction better than Bigram-Backcopy but formed no reliable
-  BOS head on the probe batch).
+  to the class of m; a head that reads m is dormant wherever there is no pair. Not in the shipped
+  recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
+  on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
 """
 from __future__ import annotations
 
