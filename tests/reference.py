@@ -11,6 +11,14 @@ import torch
 CLASSES = ("induction", "duplicate", "previous", "self", "first", "local")
 
 
+def load_eager(repo: str, revision: str, cache_dir=None):
+    """A checkpoint from the local hub cache, with transformers' plain eager attention (no capture engine)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(repo, revision=revision, cache_dir=cache_dir, local_files_only=True,
+                                                attn_implementation="eager").eval()
+
+
 def eager_attentions(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
     """One (B, H, T, T) attention map per layer, from eager attention."""
     prev = model.config._attn_implementation

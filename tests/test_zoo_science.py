@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from reference import induction_score, last_query_rows, prev_token_score, study_selectivity
+from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_selectivity
 
 from harness.data import induction_batch
 from harness.zoo import build
@@ -32,13 +32,6 @@ def suite(tmp_path_factory):
     return cache, cfg.suite.neox
 
 
-def load(cache, revision):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(MODEL["repo"], revision=revision, cache_dir=cache,
-                                                local_files_only=True, attn_implementation="eager").eval()
-
-
 def probe_batch():
     b = MODEL["batch"]
     return induction_batch(n=500, seq_len=b["seq_len"], vocab_lo=b["vocab_lo"], vocab_hi=b["vocab_hi"],
@@ -51,10 +44,10 @@ def test_induction_circuit_forms_inside_the_grid(suite):
     lo, hi, bos = MODEL["batch"]["vocab_lo"], MODEL["batch"]["vocab_hi"], MODEL["bos_id"]
     rep = int(recipe.data.held_out[-1])  # a repeat length the suite never trained on
 
-    start = load(cache, "step0")
+    start = load_eager(MODEL["repo"], "step0", cache)
     assert study_selectivity(last_query_rows(start, batch), batch)["induction"].max() < 50
 
-    final = load(cache, "main")
+    final = load_eager(MODEL["repo"], "main", cache)
     sel = study_selectivity(last_query_rows(final, batch), batch)
     ind = induction_score(final, rep, 100, lo, hi, bos, seed=1)
     prev = prev_token_score(final, batch.seq_len - 1, 100, lo, hi, bos, seed=2)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from reference import induction_score, last_query_rows, prev_token_score, study_selectivity
+from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_selectivity
 
 from harness import hubcache
 from harness.data import induction_batch
@@ -33,13 +33,6 @@ def revisions(repo: str) -> list[tuple[int, str]]:
     return sorted(steps)
 
 
-def load(repo: str, revision: str):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(repo, revision=revision, local_files_only=True,
-                                                attn_implementation="eager").eval()
-
-
 @pytest.fixture(scope="module", params=["neox", "olmo", "olmoe"])
 def trajectory(request):
     model = yaml.safe_load((ROOT / "conf" / "model" / f"zoo-{request.param}.yaml").read_text())
@@ -51,7 +44,7 @@ def trajectory(request):
                             prepend_bos=b["bos"], bos_id=model["bos_id"])
     rows = []
     for step, name in revs:
-        sel = study_selectivity(last_query_rows(load(model["repo"], name), batch), batch)
+        sel = study_selectivity(last_query_rows(load_eager(model["repo"], name), batch), batch)
         rows.append(dict(step=step, tokens=step * model["tokens_per_step"], induction=sel["induction"],
                          first=sel["first"]))
     return model, revs, rows
@@ -60,7 +53,7 @@ def trajectory(request):
 def test_final_revision_has_an_induction_circuit(trajectory):
     model, revs, rows = trajectory
     lo, hi, bos = model["batch"]["vocab_lo"], model["batch"]["vocab_hi"], model["bos_id"]
-    final = load(model["repo"], revs[-1][1])
+    final = load_eager(model["repo"], revs[-1][1])
     meta = json.loads((hubcache.resolve(model["repo"], revs[-1][1]) / "zoo_recipe.json").read_text())
     rep = int(meta["recipe"]["data"]["held_out"][-1])  # never trained
     ind = induction_score(final, rep, 100, lo, hi, bos, seed=1)
