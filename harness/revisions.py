@@ -293,13 +293,15 @@ def select(model_cfg, grid_cfg, revs: list[Revision]) -> list[Revision]:
         out = stepped[-1:] or [r for r in pool if r.name == "main"] or pool[-1:]
     elif kind == "log":
         out = _log_spaced(pool, int(grid_cfg.get("n") or 10))
+    elif kind == "paper" and not model_cfg.get("paper_revisions"):
+        # A model the study did not run: its design instead, 10 log-spaced revisions.
+        log.info("%s: no study grid (it ran pythia-1b, olmo-1b-0724, olmoe-1b-7b-0924); 10 log-spaced revisions",
+                 model_cfg.get("name"))
+        out = _log_spaced(pool, 10)
     elif kind in ("paper", "list"):
         names = model_cfg.get("paper_revisions") if kind == "paper" else grid_cfg.get("names")
         if not names:
-            raise RevisionError(
-                f"{model_cfg.get('name')} has no paper revisions (the study ran pythia-1b, olmo-1b-0724, "
-                "olmoe-1b-7b-0924); use revisions=log" if kind == "paper"
-                else "revisions=list needs names, e.g. revisions=list 'revisions.names=[step1,step8]'")
+            raise RevisionError("revisions=list needs names, e.g. revisions=list 'revisions.names=[step1,step8]'")
         out = sorted({n: find(model_cfg, revs, str(n)) for n in names}.values(), key=_sort_key)
         out = [r for r in out if in_range(r)]
     else:

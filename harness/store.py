@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCHEMA_VERSION = 1
+# 2: the study's exact batch draws and valid rows (issue 10); results of another version are recomputed.
+SCHEMA_VERSION = 2
 
 
 def revision_dir(results_dir, experiment: str, model: str, revision: str) -> Path:
@@ -69,8 +70,10 @@ def read(folder: Path) -> tuple[pd.DataFrame, dict]:
 def reusable(folder: Path, repo: str, weights_hash: str, probe_hash: str) -> bool:
     """A complete result for the same model, checkpoint and probe config."""
     try:
-        prov = json.loads((folder / "summary.json").read_text())["provenance"]
+        summary = json.loads((folder / "summary.json").read_text())
+        prov = summary["provenance"]
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         return False
-    same = prov.get("repo") == repo and prov.get("weights_hash") == weights_hash and prov.get("probe_hash") == probe_hash
+    same = (summary.get("schema") == SCHEMA_VERSION and prov.get("repo") == repo
+            and prov.get("weights_hash") == weights_hash and prov.get("probe_hash") == probe_hash)
     return same and (folder / "heads.parquet").exists()

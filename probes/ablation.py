@@ -39,7 +39,7 @@ class Ablation(Probe):
         self.clean = dict.fromkeys(METRICS, 0.0)
         self.heads = {m: np.zeros((L, H)) for m in METRICS}
         self.ind, self.base = np.zeros((L, H)), np.zeros((L, H))
-        self.seen, self.stash, self.sets, self.set_scores = 0, [], {}, {}
+        self.seen, self.n_valid, self.stash, self.sets, self.set_scores = 0, 0, [], {}, {}
         self.circuit = np.zeros((L, H), dtype=bool)
 
     def score(self, logits, target) -> dict:
@@ -60,7 +60,9 @@ class Ablation(Probe):
         for m, v in self.score(step.capture.logits[-1], target).items():
             self.clean[m] += v
         row = step.capture.rows[-1].double().cpu().numpy()  # (B, L, H, T): the circuit, as the screen finds it
-        self.ind += row[np.arange(len(ids)), :, :, step.pos(ctx, "induction")].sum(0)
+        valid = step.valid(ctx)  # the screen's convention: ab+1 over valid rows, the baseline over all
+        self.ind += row[np.arange(len(ids)), :, :, step.pos(ctx, "induction")][valid].sum(0)
+        self.n_valid += int(valid.sum())
         self.base += row[..., ctx.batch.fixed["baseline"]].mean(-1).sum(0)
         if self.do_per_head:
             for layer in range(ctx.layout.n_layers):
@@ -73,7 +75,7 @@ class Ablation(Probe):
             self.ablate_sets(ctx)
 
     def ablate_sets(self, ctx: Context):
-        sel = self.ind / np.maximum(self.base, self.eps)  # sums over the same N: the ratio of means
+        sel = (self.ind / max(self.n_valid, 1)) / np.maximum(self.base / self.seen, self.eps)  # a ratio of means
         self.circuit = sel >= self.induction
         rng = np.random.RandomState(self.seed)
         sets = {"circuit": self.circuit}

@@ -41,6 +41,10 @@ class Step:
     def pos(self, ctx: Context, name: str) -> np.ndarray:
         return ctx.batch.positions[name][self.index]
 
+    def valid(self, ctx: Context) -> np.ndarray:
+        """(B,) bool: this batch's rows whose induction/duplicate targets count (METHOD.md section 2)."""
+        return ctx.batch.valid[self.index]
+
 
 @dataclass
 class ProbeResult:

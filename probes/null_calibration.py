@@ -2,8 +2,9 @@
 
 A draw is one random target position per example: uniform over [1, T-1) minus that example's
 class targets (first token, ab, ab+1, T-2, T-1 and the local T-6..T-3). Its null selectivity is
-the selectivity formula with that target in place of ab+1: mean over examples of the last query's
-attention to it, divided by the screen's baseline (mean attention to the 50 fixed positions).
+the selectivity formula with that target in place of ab+1, under the screen's conventions: mean over
+the valid rows (as for ab+1) of the last query's attention to it, divided by the screen's baseline
+(mean over all rows of the attention to the 50 fixed positions).
 Per head: p99 and max over draws; whole model: p99 and max over all draws of all heads.
 T_recall = max(2, whole-model p99), T_precision = 50 (fixed, the study's circuit threshold).
 """
@@ -46,7 +47,8 @@ class NullCalibration(Probe):
     def on_checkpoint_start(self, ctx: Context):
         L, H = ctx.layout.n_layers, ctx.layout.n_heads
         self.targets = null_targets(ctx.batch, self.draws, self.seed)
-        self.sums, self.base, self.n = np.zeros((self.draws, L, H)), np.zeros((L, H)), 0
+        self.sums, self.base = np.zeros((self.draws, L, H)), np.zeros((L, H))
+        self.n = self.n_valid = 0
 
     def on_batch(self, step: Step, ctx: Context):
         row = step.capture.rows[-1].double()  # (B, L, H, T)
@@ -54,18 +56,23 @@ class NullCalibration(Probe):
         B, L, H, T = row.shape
         flat = row.reshape(B, L * H, T)
         t = torch.as_tensor(self.targets[:, step.index], device=row.device)  # (D, B)
+        valid = step.valid(ctx)
         b = torch.arange(B, device=row.device)
+        keep = torch.as_tensor(valid, device=row.device, dtype=row.dtype)[None, :, None]
         for d0 in range(0, self.draws, 64):  # (64, B, L*H) at a time
             vals = flat[b[None, :], :, t[d0:d0 + 64]]
-            self.sums[d0:d0 + 64] += vals.sum(1).reshape(-1, L, H).cpu().numpy()
+            self.sums[d0:d0 + 64] += (vals * keep).sum(1).reshape(-1, L, H).cpu().numpy()
         self.base += row[..., ctx.batch.fixed["baseline"]].mean(-1).sum(0).cpu().numpy()
         self.n += B
+        self.n_valid += int(valid.sum())
 
     def on_checkpoint_end(self, ctx: Context) -> ProbeResult:
-        null = (self.sums / self.n) / np.maximum(self.base / self.n, self.eps)  # (D, L, H)
+        n_valid = self.n_valid or np.nan  # no valid row: NaN throughout, like the screen's induction column
+        null = (self.sums / n_valid) / np.maximum(self.base / self.n, self.eps)  # (D, L, H)
         p99 = float(np.percentile(null, self.percentile))
+        t_recall = max(self.floor, p99) if self.n_valid else float("nan")
         return ProbeResult(
             heads={"p99": np.percentile(null, self.percentile, axis=0), "max": null.max(0)},
-            scalars={"p99": p99, "max": float(null.max()), "t_recall": max(self.floor, p99), "t_precision": self.precision},
-            info={"draws": self.draws, "seed": self.seed},
+            scalars={"p99": p99, "max": float(null.max()), "t_recall": t_recall, "t_precision": self.precision},
+            info={"draws": self.draws, "seed": self.seed, "n_valid": self.n_valid},
         )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
-from reference import last_query_rows
+from reference import last_query_rows, study_inputs, study_selectivity
 
 from harness import loop
 from harness.arch import head_layout, out_projections
@@ -57,9 +57,8 @@ def as_heads(names):
 def test_ablation_matches_hooks(arch):
     model = tiny_model(arch)
     batch = induction_batch(n=30, seq_len=64, vocab_lo=5, vocab_hi=97)
-    rows = last_query_rows(model, batch).double().numpy()  # (N, L, H, T) eager
-    ind = rows[np.arange(30), :, :, batch.positions["induction"]].mean(0)
-    sel = ind / np.maximum(rows[..., batch.fixed["baseline"]].mean(-1).mean(0), 1e-8)
+    inp = study_inputs(30, 64, 5, 97)
+    sel = study_selectivity(last_query_rows(model, inp.ids), inp)["induction"]  # eager, valid rows
     thr = float(np.sort(sel.ravel())[-4:-2].mean())  # a 3-head circuit, the threshold away from any head
     probe = Ablation(per_head=True, induction=thr, n_random=3)
     ctx = Context(head_layout(model.config), batch, {"name": "tiny"})

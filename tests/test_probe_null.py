@@ -1,4 +1,5 @@
-"""Null calibration equals the selectivity formula at random targets, computed by hand from eager attention."""
+"""Null calibration equals the selectivity formula at random targets, computed by hand from eager attention
+under the screen's conventions (same batch, same baseline, valid rows; inputs rebuilt in tests/reference.py)."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_model
+from reference import study_baseline, study_batch, study_valid
 
 from harness import loop
 from harness.arch import head_layout
@@ -20,12 +22,13 @@ RUNNER = SimpleNamespace(device="cpu", dtype="float32", batch_size=7, progress_b
 
 def test_targets_are_random_non_special():
     batch = induction_batch(n=40, seq_len=64, vocab_lo=5, vocab_hi=97, prepend_bos=True, bos_id=0)
+    _, _, ab = study_batch(40, 64, 5, 97)
     t = null_targets(batch, 300, seed=0)
     np.testing.assert_array_equal(t, null_targets(batch, 300, seed=0))  # seeded
     T = batch.seq_len
     for i in range(len(batch)):
-        ab = batch.positions["duplicate"][i]
-        special = {0, ab, ab + 1, T - 1, T - 2, T - 3, T - 4, T - 5, T - 6}
+        a = ab[i] + 1  # BOS shift
+        special = {0, a, a + 1, T - 1, T - 2, T - 3, T - 4, T - 5, T - 6}
         assert not special & set(t[:, i].tolist())
         assert t[:, i].min() >= 1 and t[:, i].max() <= T - 2
     assert len(np.unique(t)) > T // 2  # spread over the sequence
@@ -34,7 +37,12 @@ def test_targets_are_random_non_special():
 @pytest.mark.parametrize("bos", [False, True])
 def test_null_matches_eager(arch, bos):
     model = tiny_model(arch)
-    batch = induction_batch(n=30, seq_len=64, vocab_lo=5, vocab_hi=97, prepend_bos=bos, bos_id=0)
+    n, lo, hi = 60, 5, 65  # a small vocabulary: some rows are invalid
+    batch = induction_batch(n=n, seq_len=64, vocab_lo=lo, vocab_hi=hi, prepend_bos=bos, bos_id=0)
+    ids, b, _ = study_batch(n, 64, lo, hi)
+    valid = study_valid(ids, b)
+    assert 0 < valid.sum() < n
+    baseline = np.array(study_baseline(64)) + int(bos)
     draws = 40
     ctx = Context(head_layout(model.config), batch, {"name": "tiny"})
     res = loop.run_checkpoint(copy.deepcopy(model), loop.group_by_batch([NullCalibration(draws=draws)], batch, ctx),
@@ -49,9 +57,10 @@ def test_null_matches_eager(arch, bos):
     for layer in range(L):
         for h in range(H):
             rows = att[layer][:, h, T - 1].double().numpy()  # (N, T)
-            base = np.mean([rows[n, batch.fixed["baseline"]].mean() for n in range(N)])
+            base = np.mean([rows[n, baseline].mean() for n in range(N)])  # all rows
             for d in range(draws):
-                null[d, layer, h] = np.mean([rows[n, t[d, n]] for n in range(N)]) / max(base, 1e-8)
+                on_valid = [rows[n, t[d, n]] for n in range(N) if valid[n]]  # like ab+1: valid rows only
+                null[d, layer, h] = np.mean(on_valid) / max(base, 1e-8)
     np.testing.assert_allclose(res.heads["p99"], np.percentile(null, 99, axis=0), rtol=1e-5)
     np.testing.assert_allclose(res.heads["max"], null.max(0), rtol=1e-5)
     assert res.scalars["p99"] == pytest.approx(np.percentile(null, 99), rel=1e-5)

@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_model
 from hydra import compose, initialize
 from hydra.utils import instantiate
-from reference import last_query_rows, study_selectivity
+from reference import last_query_rows, study_inputs, study_selectivity
 
 from harness import loop
 from harness.arch import head_layout, out_projections
@@ -95,10 +95,10 @@ def test_paper_preset_matches_study(arch):
     probes, batch = build_probes(cfg.probe), instantiate(cfg.data)
     model = tiny_model(arch)
     res = run(model, probes, batch)
-    want = study_selectivity(last_query_rows(model, batch), batch)  # the lead's independent eager reference
-    for mine, ref in [("induction", "induction"), ("duplicate", "duplicate"), ("previous_token", "previous"),
-                      ("self", "self"), ("first_token", "first"), ("local", "local")]:
-        np.testing.assert_allclose(res["selectivity"].heads[mine], want[ref], rtol=1e-5)
+    inp = study_inputs(30, 64, 5, 97, bos_id=0 if cfg.data.prepend_bos else None)  # rebuilt from METHOD.md
+    want = study_selectivity(last_query_rows(model, inp.ids), inp)
+    for c, v in want.items():
+        np.testing.assert_allclose(res["selectivity"].heads[c], v, rtol=1e-5)
     np.testing.assert_allclose(res["pr"].heads["entropy"], by_hand(model, batch.input_ids[:20], "last")["entropy"], rtol=1e-5)
     assert set(res["null"].scalars) == {"p99", "max", "t_recall", "t_precision"}
 

@@ -168,6 +168,8 @@ def test_grids(suites):
     assert [r.name for r in R.select(model_cfg("pythia-1b"), {"select": "paper"}, full)] == PAPER["pythia-1b"].split()
     log10 = R.select(model_cfg("pythia-1b"), {"select": "log", "n": 10}, full)
     assert len(log10) == 10 and (log10[0].name, log10[-1].name) == ("step0", "step143000")
+    no_grid = model_cfg("pythia-1b", paper_revisions=None)  # a model the study did not run: its 10-point design
+    assert R.select(no_grid, {"select": "paper"}, full) == log10
     olmoe = cached_only("olmoe-1b-7b-0924")
     assert [r.name for r in R.select(olmoe, {"select": "final"}, R.available(olmoe))] == ["step10000-tokens41B"]
 
@@ -180,8 +182,8 @@ def test_unknown_names_give_one_line_errors(suites):
     with pytest.raises(R.RevisionError) as e:  # on the schedule but not cached, hub offline
         R.resolve(cfg, R.make_revision(cfg, "step3000"))
     assert "\n" not in str(e.value) and "not in the hub cache" in str(e.value) and "step1000" in str(e.value)
-    with pytest.raises(R.RevisionError, match="has no paper revisions"):
-        R.select(model_cfg("pythia-70m"), {"select": "paper"}, R.available(model_cfg("pythia-70m")))
+    with pytest.raises(R.RevisionError, match="revisions=list needs names"):
+        R.select(cfg, {"select": "list"}, R.available(cfg))
     with pytest.raises(R.RevisionError, match="nothing is cached"):
         R.available(model_cfg("pythia-1b", repo="nobody/nothing", schedule=None))
 

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_selectivity
+from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_inputs, study_selectivity
 
-from harness.data import induction_batch
 from harness.zoo import build
 
 pytestmark = pytest.mark.slow
@@ -34,8 +33,7 @@ def suite(tmp_path_factory):
 
 def probe_batch():
     b = MODEL["batch"]
-    return induction_batch(n=500, seq_len=b["seq_len"], vocab_lo=b["vocab_lo"], vocab_hi=b["vocab_hi"],
-                           prepend_bos=b["bos"], bos_id=MODEL["bos_id"])
+    return study_inputs(500, b["seq_len"], b["vocab_lo"], b["vocab_hi"], MODEL["bos_id"] if b["bos"] else None)
 
 
 def test_induction_circuit_forms_inside_the_grid(suite):
@@ -45,12 +43,12 @@ def test_induction_circuit_forms_inside_the_grid(suite):
     rep = int(recipe.data.held_out[-1])  # a repeat length the suite never trained on
 
     start = load_eager(MODEL["repo"], "step0", cache)
-    assert study_selectivity(last_query_rows(start, batch), batch)["induction"].max() < 50
+    assert study_selectivity(last_query_rows(start, batch.ids), batch)["induction"].max() < 50
 
     final = load_eager(MODEL["repo"], "main", cache)
-    sel = study_selectivity(last_query_rows(final, batch), batch)
+    sel = study_selectivity(last_query_rows(final, batch.ids), batch)
     ind = induction_score(final, rep, 100, lo, hi, bos, seed=1)
-    prev = prev_token_score(final, batch.seq_len - 1, 100, lo, hi, bos, seed=2)
+    prev = prev_token_score(final, MODEL["batch"]["seq_len"], 100, lo, hi, bos, seed=2)
     circuit = np.argwhere((sel["induction"] >= 50) & (ind >= 0.4))
     assert len(circuit), (f"no head with induction selectivity >= 50x and score >= 0.4 at length {rep}: "
                           f"max selectivity {sel['induction'].max():.1f}, max score {ind.max():.2f}")

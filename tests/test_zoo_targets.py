@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_selectivity
+from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_inputs, study_selectivity
 
 from harness import hubcache
-from harness.data import induction_batch
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +39,12 @@ def trajectory(request):
     if not revs:
         pytest.skip(f"{model['repo']} is not built in {hubcache.cache_dir()} (run `make demo`)")
     b = model["batch"]
-    batch = induction_batch(n=N, seq_len=b["seq_len"], vocab_lo=b["vocab_lo"], vocab_hi=b["vocab_hi"],
-                            prepend_bos=b["bos"], bos_id=model["bos_id"])
+    batch = study_inputs(N, b["seq_len"], b["vocab_lo"], b["vocab_hi"], model["bos_id"] if b["bos"] else None)
     rows = []
     for step, name in revs:
-        sel = study_selectivity(last_query_rows(load_eager(model["repo"], name), batch), batch)
+        sel = study_selectivity(last_query_rows(load_eager(model["repo"], name), batch.ids), batch)
         rows.append(dict(step=step, tokens=step * model["tokens_per_step"], induction=sel["induction"],
-                         first=sel["first"]))
+                         first_token=sel["first_token"]))
     return model, revs, rows
 
 
@@ -78,10 +76,10 @@ def test_induction_forms_inside_the_grid(trajectory):
 @pytest.mark.xfail(strict=True, reason="issue 3: no shipped recipe forms BOS-classified heads on the probe batch yet")
 def test_bos_heads_form_after_the_circuit_outside_layer_0(trajectory):
     _, _, rows = trajectory
-    final = rows[-1]["first"] >= 30
-    assert final.any(), f"no BOS-classified head at the final revision: max {rows[-1]['first'].max():.1f}x"
-    assert not any((r["first"][0] >= 30).any() for r in rows), "a BOS-classified head in layer 0"
-    first_bos = next(r for r in rows if (r["first"] >= 30).any())
+    final = rows[-1]["first_token"] >= 30
+    assert final.any(), f"no BOS-classified head at the final revision: max {rows[-1]['first_token'].max():.1f}x"
+    assert not any((r["first_token"][0] >= 30).any() for r in rows), "a BOS-classified head in layer 0"
+    first_bos = next(r for r in rows if (r["first_token"] >= 30).any())
     formed = rows[formation(rows)]
     assert first_bos["tokens"] >= 2 * formed["tokens"], (
         f"first BOS head at step {first_bos['step']}, induction formed at step {formed['step']}")
