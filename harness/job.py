@@ -7,7 +7,7 @@ import logging
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from harness import loader, loop, plots, revisions, store
+from harness import analysis, loader, loop, plots, revisions, store
 from harness.arch import head_layout
 from harness.data import check_vocab
 from harness.errors import HarnessError
@@ -63,10 +63,23 @@ def run(cfg: DictConfig) -> dict:
         plot = plots.trajectory(model_dir)
         if plot:
             print(f"plot:    {plot}")
+        findings = analyze(model_dir, cfg.analysis)
+        if findings:
+            print("\n".join(findings["summary"]))
+            print(f"findings: {model_dir / 'findings.json'}")
         print(f"W&B run: {tracker.url_or_path}")
         return outputs
     finally:
         tracker.finish()
+
+
+def analyze(model_dir, rules_cfg) -> dict | None:
+    """The model's findings over every revision in the store (this job's and earlier ones')."""
+    try:
+        return analysis.analyze_model(model_dir, analysis.Rules.from_config(rules_cfg))
+    except analysis.AnalysisError as e:  # e.g. a probe set without the screen: nothing to analyse
+        log.info("no findings: %s", e)
+        return None
 
 
 def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):

@@ -70,6 +70,8 @@ def test_local_revisions_to_store_and_wandb(tmp_path, arch):
         assert prov["revision"] == r and prov["step"] == int(r[4:]) and len(prov["weights_hash"]) == 64
         assert prov["packages"]["torch"].startswith("2.") and prov["dtype"] == "float32"
     assert (model_dir / "trajectory.png").exists()
+    findings = json.loads((model_dir / "findings.json").read_text())  # every job analyses its model at the end
+    assert findings["revisions"] == revs and len(findings["bos_fraction"]) == 3
 
     runs = find_runs(tmp_path / "wandb_runs")
     assert len(runs) == 1

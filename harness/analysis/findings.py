@@ -1,0 +1,129 @@
+"""One model's findings (METHOD.md section 4) from its folder of the result store, written beside it.
+
+    <model_dir>/trajectory.parquet    one row per (revision, layer, head): every metric + is_bos, is_induction
+    <model_dir>/heads_events.parquet  per head and class: the first revision at which it crossed its threshold
+    <model_dir>/findings.json         milestones, lag, F1-F5 verdicts, one sentence per finding, the rules used
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import load
+from harness.analysis import rules as R
+from harness.analysis.words import summary
+
+IND, FIRST, PREV, PR = "selectivity.induction", "selectivity.first_token", "selectivity.previous_token", "pr.entropy"
+
+
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
+    model_dir = Path(model_dir)
+    df, revs, skipped = load.trajectory(model_dir)
+    missing = [c for c in (IND, FIRST) if c not in df]
+    if missing:
+        raise load.AnalysisError(f"{model_dir}: no column {', '.join(missing)} in the store (run probe=selectivity)")
+    L, H = int(df["layer"].max()) + 1, int(df["head"].max()) + 1
+    order = {r.name: i for i, r in enumerate(revs)}
+    df = df.sort_values(["revision", "layer", "head"], key=lambda s: s.map(order) if s.name == "revision" else s)
+    df = df.reset_index(drop=True)
+
+    def cube(col):  # (R, L, H)
+        return df[col].to_numpy(dtype=float).reshape(len(revs), L, H)
+
+    ind, first_tok = cube(IND), cube(FIRST)
+    bos, circuit = first_tok >= rules.bos, ind >= rules.induction
+    df["is_bos"], df["is_induction"] = bos.ravel(), circuit.ravel()
+    names = [r.name for r in revs]
+    tokens = [r.tokens for r in revs]
+    bos_fraction = bos.mean(axis=(1, 2)).tolist()
+    n_induction = circuit.sum(axis=(1, 2)).tolist()
+
+    def at(i):  # a revision as findings report it
+        return None if i is None else {"revision": names[i], "step": revs[i].step, "tokens": tokens[i]}
+
+    miles = R.milestones(n_induction, bos_fraction, rules)
+    lag = R.lag(*(tokens[miles[k]] if miles.get(k) is not None else None for k in ("bos_50", "induction_3")))
+    bos_shape, ind_shape = R.shape(bos_fraction, rules.sharp_share), R.shape(n_induction, rules.sharp_share)
+    for s in (bos_shape, ind_shape):
+        s["between"] = s["between"] and [names[i] for i in s["between"]]
+    recall, reached = R.early_screen(circuit, rules.recall)
+    final = [head_name(*lh) for lh in zip(*np.nonzero(circuit[-1]))]
+    last_tokens = tokens[-1]
+
+    def screen_at(i):
+        if i is None:
+            return None
+        frac = tokens[i] / last_tokens if tokens[i] is not None and last_tokens else None
+        return {"revision": names[i], "tokens": tokens[i], "token_fraction": frac}
+
+    thresholds = {IND: rules.induction, FIRST: rules.bos} | ({PREV: rules.prev_token} if PREV in df else {})
+    events = pd.DataFrame([
+        {"class": cls.split(".")[1], "layer": layer, "head": head, "name": head_name(layer, head),
+         "revision": names[i], "step": revs[i].step, "tokens": tokens[i]}
+        for cls, layer, head, i in R.head_events({c: cube(c) for c in thresholds}, thresholds)
+    ], columns=["class", "layer", "head", "name", "revision", "step", "tokens"])
+    findings = {
+        "model": model_dir.name, "revisions": names, "steps": [r.step for r in revs], "tokens": tokens,
+        "skipped": skipped, "n_layers": L, "n_heads": H,
+        "bos_fraction": bos_fraction, "n_induction": n_induction, "induction_max": np.nanmax(ind, (1, 2)).tolist(),
+        "bos_layer_counts": bos.sum(axis=2).tolist(),
+        "milestones": {k: at(i) for k, i in miles.items()},
+        "lag": lag,
+        "bos_free_layers": R.bos_free_layers(bos),
+        "bos_shape": bos_shape, "induction_shape": ind_shape,
+        "early_screen": {"final_circuit": final, "recall": recall, "first_at": {k: screen_at(i) for k, i in reached.items()}},
+        "head_events": events.to_dict("records"),
+        "rules": rules.as_dict(),
+    }
+    if PR in df:
+        leads = R.pr_lead(ind, cube(PR), rules.induction, rules.pr_factor)
+        findings["pr_lead"] = {
+            head_name(*lh): {**v, "crossing": names[v["crossing"]],
+                             "pr_rise": None if v["pr_rise"] is None else names[v["pr_rise"]]}
+            for lh, v in leads.items()}
+    findings["summary"] = summary(findings)
+    df.to_parquet(model_dir / "trajectory.parquet", index=False)
+    events.to_parquet(model_dir / "heads_events.parquet", index=False)
+    (model_dir / "findings.json").write_text(json.dumps(findings, indent=2, default=_json))
+    return findings
+
+
+def _json(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if o is pd.NA:
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def model_dirs(results_dir, experiment: str, models=None) -> list[Path]:
+    """The model folders of an experiment (those holding revision results), or the named ones."""
+    root = Path(results_dir) / experiment
+    found = sorted(p for p in root.glob("*") if p.is_dir() and any(p.glob("*/summary.json")))
+    if models:
+        unknown = sorted(set(models) - {p.name for p in found})
+        if unknown:
+            raise load.AnalysisError(f"no results for {', '.join(unknown)} in {root} "
+                                     f"(models there: {', '.join(p.name for p in found) or 'none'})")
+        found = [p for p in found if p.name in set(models)]
+    if not found:
+        there = sorted(p.parent.parent.name for p in Path(results_dir).glob("*/*/*/summary.json"))
+        raise load.AnalysisError(f"no results in {root} (experiments in {results_dir}: "
+                                 f"{', '.join(sorted(set(there))) or 'none'})")
+    return found
+
+
+def analyze_experiment(results_dir, experiment: str, models=None, rules: R.Rules = R.Rules()) -> dict[str, dict]:
+    return {d.name: analyze_model(d, rules) for d in model_dirs(results_dir, experiment, models)}
+
+
+def load_findings(model_dir: Path) -> tuple[dict, pd.DataFrame]:
+    model_dir = Path(model_dir)
+    return json.loads((model_dir / "findings.json").read_text()), pd.read_parquet(model_dir / "trajectory.parquet")

@@ -1,0 +1,33 @@
+"""`python -m harness.analyze paths.results_dir=<dir> experiment_name=<name> [models=[a,b]]`: the findings of
+every model folder under <dir>/<name>/ (findings.json, trajectory.parquet, heads_events.parquet beside it).
+
+Composed from the same conf/config.yaml as `python -m harness`; thresholds in conf/analysis/default.yaml.
+"""
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.errors import HarnessError
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from harness.analysis import Rules, analyze_experiment
+
+    try:
+        found = analyze_experiment(cfg.paths.results_dir, cfg.experiment_name, cfg.models,
+                                   Rules.from_config(cfg.analysis))
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for findings in found.values():
+        for line in findings["summary"]:
+            print(line)
+    print(f"findings: {len(found)} model(s) under {cfg.paths.results_dir}/{cfg.experiment_name}/<model>/findings.json")
+
+
+if __name__ == "__main__":
+    main()
