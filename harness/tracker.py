@@ -5,9 +5,13 @@ and can be read back without network by `harness.wandb_offline`. `NullTracker` (
 
 Logged per revision (see `Tracker.log_revision`):
     history row       tokens, step, <probe>.<metric> scalars      (x axis: `tokens`, via define_metric)
-    heads/<revision>  wandb.Table, one row per (layer, head)
     heatmap/<metric>  wandb.Image (layer x head), caption = revision; same key every row -> one panel with a slider
     artifact          type "probe-results", name "<group>-<run name>-<revision>", heads.parquet, metadata = provenance
+Logged once at the end (see `Tracker.log_findings`; no per-revision table keys, which made one panel each):
+    summary           findings/<key>: lag, milestones, verdicts, BOS-free layers, final circuit, sentences
+    findings          wandb.Table, one row per finding (milestone, lag, shape, screen level, PR lead, sentence)
+    trajectory        wandb.Table, one row per (revision, layer, head) with every metric
+    findings/bos_layers  wandb.Image, BOS-classified heads per layer x revision (F1)
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+
+from harness.analysis import run_findings as F
 
 log = logging.getLogger("harness.tracker")
 
@@ -128,7 +134,7 @@ class HeatmapRenderer:
     pixels so that wandb encodes the PNG once."""
 
     def __init__(self):
-        self._figs: dict = {}  # (n_layers, n_heads) -> (figure, image artist, title)
+        self._figs: dict = {}  # (n_layers, n_heads) -> (figure, image artist, title, axes)
 
     def _figure(self, shape):
         if shape not in self._figs:
@@ -145,13 +151,14 @@ class HeatmapRenderer:
             ax.set_ylabel("layer")
             title = ax.set_title("", fontsize=8)
             fig.colorbar(im, ax=ax)
-            self._figs[shape] = (fig, im, title)
+            self._figs[shape] = (fig, im, title, ax)
         return self._figs[shape]
 
-    def render(self, grid: np.ndarray, title: str):
+    def render(self, grid: np.ndarray, title: str, xlabel: str = "head"):
         from PIL import Image
 
-        fig, im, text = self._figure(grid.shape)
+        fig, im, text, ax = self._figure(grid.shape)
+        ax.set_xlabel(xlabel)
         finite = grid[np.isfinite(grid)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         if lo == hi:
@@ -163,6 +170,22 @@ class HeatmapRenderer:
         return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
 
 
+def _plain(frame):
+    """pandas nullable columns (Int64 tokens with <NA>) -> plain objects with None, which wandb.Table accepts."""
+    import pandas as pd
+
+    out = frame.reset_index(drop=True).copy()
+    for col in out.columns:
+        if isinstance(out[col].dtype, pd.api.extensions.ExtensionDtype) and out[col].hasnans:
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out
+
+
+def _layer_image(grid: np.ndarray, model: str):
+    """F1 as a picture: BOS-classified heads per layer (rows) and revision (columns, training order)."""
+    return HeatmapRenderer().render(grid, f"{model}: BOS heads per layer x revision", xlabel="revision (index)")
+
+
 # ----------------------------------------------------------------------------------------------- trackers
 
 class NullTracker:
@@ -172,6 +195,9 @@ class NullTracker:
         pass
 
     def log_revision(self, **kwargs) -> None:
+        pass
+
+    def log_findings(self, findings, trajectory) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
@@ -250,8 +276,7 @@ class Tracker:
         if step is not None:
             row["step"] = int(step)
         row.update({k: _scalar(v) for k, v in scalars.items()})
-        if heads is not None and len(heads):
-            row[f"heads/{revision}"] = wandb.Table(dataframe=heads.reset_index(drop=True))
+        if heads is not None and len(heads):  # the per-head values go to the `trajectory` table at the end
             row.update(self._heatmaps(heads, revision))
         self.run.log(row)  # one call: scalars and media share one history row (and one x value)
 
@@ -280,6 +305,33 @@ class Tracker:
             out[f"heatmap/{metric}"] = self._wandb.Image(self._heatmap.render(grid, f"{metric} @ {revision}"),
                                                          caption=revision)
         return out
+
+    def log_findings(self, findings: dict, trajectory) -> None:
+        """The model's findings (harness.analysis) at the end of the job: summary values, a `findings` table,
+        ONE `trajectory` table and the F1 layer x revision image, in one history row (W&B files it at the last
+        revision's `tokens`, the step metric)."""
+        if self.mode == "disabled":
+            return
+        wandb = self._wandb
+        self.run.summary.update(F.summary_values(findings))
+        row = {F.TABLE: wandb.Table(columns=F.COLUMNS, data=F.table_rows(findings))}
+        traj = _plain(trajectory)
+        row[F.TRAJECTORY] = table = wandb.Table(dataframe=traj)
+        if len(traj) > wandb.Table.MAX_ROWS:  # a logged table keeps its first MAX_ROWS rows; an artifact keeps all
+            log.warning("wandb: trajectory has %d rows, the `trajectory` panel shows %d; all rows are in the "
+                        "artifact %s", len(traj), wandb.Table.MAX_ROWS, self._trajectory_artifact(table))
+        counts = np.asarray(findings.get("bos_layer_counts") or [], dtype=float)
+        if counts.size:
+            row[F.BOS_LAYERS] = wandb.Image(_layer_image(counts.T, findings.get("model", "")),
+                                            caption=", ".join(findings["revisions"]))
+        self.run.log(row)
+
+    def _trajectory_artifact(self, table) -> str:
+        art = self._wandb.Artifact(artifact_name(self.group, self.name or self.run.name or self.run.id, "trajectory"),
+                                   type="trajectory")
+        art.add(table, "trajectory")
+        self.run.log_artifact(art)
+        return art.name
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the run, then tear the wandb service down so the offline `.wandb` file is complete."""

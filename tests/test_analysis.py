@@ -162,6 +162,7 @@ def test_analyze_entry_point(tmp_path):
     assert "step: the BOS fraction jumps" in proc.stdout
     assert (tmp_path / "exp" / "step" / "findings.json").exists()
     proc = run("experiment_name=nope")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "exp" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "(experiments in" in proc.stderr
+    assert proc.stderr.strip().endswith(": exp)")
     proc = run("experiment_name=exp", "models=[step,other]")
     assert proc.returncode == 2 and "other" in proc.stderr and "step" in proc.stderr

@@ -114,7 +114,7 @@ def model_dirs(results_dir, experiment: str, models=None) -> list[Path]:
                                      f"(models there: {', '.join(p.name for p in found) or 'none'})")
         found = [p for p in found if p.name in set(models)]
     if not found:
-        there = sorted(p.parent.parent.name for p in Path(results_dir).glob("*/*/*/summary.json"))
+        there = sorted(p.parent.parent.parent.name for p in Path(results_dir).glob("*/*/*/summary.json"))
         raise load.AnalysisError(f"no results in {root} (experiments in {results_dir}: "
                                  f"{', '.join(sorted(set(there))) or 'none'})")
     return found

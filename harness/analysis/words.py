@@ -13,6 +13,28 @@ def tokens_str(t) -> str:
     return str(int(t))
 
 
+NEVER = "never"
+
+
+def at_str(m: dict | None) -> str:
+    """A milestone or screen point: '23B (step11000)', 'step 40 (step40)' without tokens, 'never'."""
+    if not m:
+        return NEVER
+    when = tokens_str(m["tokens"]) if m.get("tokens") is not None else f"step {m.get('step', '?')}"
+    return f"{when} ({m['revision']})"
+
+
+def lag_str(lag) -> str:
+    return "-" if lag is None else f"{lag:.1f}x"
+
+
+def shape_str(s: dict | None) -> str:
+    """F2 verdict with its share: 'sharp (0.78)', 'gradual (0.32)', 'none'."""
+    if not s or s.get("verdict") in (None, "none"):
+        return "none"
+    return f"{s['verdict']} ({s['largest_step_share']:.2f})"
+
+
 def _when(f: dict, i: int) -> str:
     t = f["tokens"][i]
     return f"{tokens_str(t)} tokens" if t is not None else f"step {f['steps'][i]}"
