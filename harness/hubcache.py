@@ -11,6 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from harness.provenance import file_sha256
+
 
 def cache_dir() -> Path:
     """The hub cache the hub client would use: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
@@ -25,14 +27,6 @@ def cache_dir() -> Path:
 
 def repo_folder(repo_id: str, cache: str | Path | None = None) -> Path:
     return Path(cache or cache_dir()) / ("models--" + repo_id.replace("/", "--"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -53,7 +47,7 @@ def publish(src_dir: str | Path, repo_id: str, revision: str, cache_dir: str | P
     files = sorted(p for p in src.rglob("*") if p.is_file())
     if not files:
         raise FileNotFoundError(f"nothing to publish in {src}")
-    hashes = {p.relative_to(src).as_posix(): _sha256(p) for p in files}
+    hashes = {p.relative_to(src).as_posix(): file_sha256(p) for p in files}
     commit = hashlib.sha1("".join(f"{n}\0{h}\n" for n, h in sorted(hashes.items())).encode()).hexdigest()
 
     (root / "blobs").mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""One job: every revision of the grid -> load -> probe loop -> result store -> tracker."""
+"""One job: its revisions of the grid -> reuse or (download, load, probe loop) -> result store -> tracker.
+
+Jobs are idempotent: a revision whose complete result is in the store is skipped before its checkpoint is
+downloaded, so a sweep killed at any point and relaunched with the same command computes only what is missing.
+"""
 from __future__ import annotations
 
 import gc
@@ -7,7 +11,7 @@ import logging
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from harness import analysis, loader, loop, plots, revisions, store
+from harness import analysis, checkpoints, gpus, loader, loop, plots, revisions, store
 from harness.arch import head_layout
 from harness.data import check_vocab
 from harness.errors import HarnessError
@@ -29,48 +33,90 @@ def build_probes(probe_cfg: DictConfig) -> list:
 
 
 def run(cfg: DictConfig) -> dict:
+    gpus.claim_one_per_job()  # before anything touches CUDA
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     probe_cfg = OmegaConf.to_container(cfg.probe, resolve=True)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     if model_cfg.get("vocab_size"):
         check_vocab(data_cfg["vocab_lo"], data_cfg["vocab_hi"], model_cfg["vocab_size"], model_cfg["name"])
-    grid = revisions.select(cfg.model, cfg.revisions, revisions.available(cfg.model))
+    full = revisions.select(cfg.model, cfg.revisions, revisions.available(cfg.model))
+    grid = revisions.job_part(cfg.model, cfg.revisions, full)  # revisions.shard / revisions.only
     probes = build_probes(cfg.probe)
     shared = instantiate(cfg.data)
     probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype})
-    log.info("%s: %d revisions x %d probes (%s)", model_cfg["name"], len(grid), len(probes), ", ".join(p.name for p in probes))
+    repo = model_cfg["repo"]
+    folder = lambda name: store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], name)
+    # Reuse is decided before any download: by the commit a revision's branch points at (a local folder's
+    # file fingerprint), known from the refs. The rest is prefetched; see the lock below for the race.
+    ids = {r.name: checkpoints.checkpoint_id(cfg.model, r) for r in grid}
+    done = {r.name for r in grid if store.reusable(folder(r.name), repo, None, probe_hash, commit=ids[r.name])}
+    log.info("%s: %d revisions x %d probes (%s)%s", model_cfg["name"], len(grid), len(probes),
+             ", ".join(p.name for p in probes), f"; {len(done)} already in the store" if done else "")
 
     # `config` is also instantiate()'s own first parameter, hence the partial.
-    tracker = instantiate(cfg.logger, _partial_=True)(config=OmegaConf.to_container(cfg, resolve=True))
+    tracker = instantiate(cfg.logger, _partial_=True)(**tracker_args(cfg, grid, full))
     outputs = {}
+    fetch = iter(checkpoints.Prefetcher(cfg.model, [r for r in grid if r.name not in done]))
     try:
-        for res in revisions.Prefetcher(cfg.model, grid):
-            folder = store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], res.name)
-            if store.reusable(folder, model_cfg["repo"], res.weights_hash, probe_hash):
-                log.info("%s %s: reusing %s", model_cfg["name"], res.name, folder)
-                heads, summary = store.read(folder)
+        for rev in grid:
+            out, res = folder(rev.name), None
+            if rev.name in done:
+                log.info("%s %s: reusing %s (not downloaded)", model_cfg["name"], rev.name, out)
+                heads, summary = store.read(out)
             else:
-                heads, summary = probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash)
-                summary["provenance"]["duplicate_of"] = res.duplicate_of  # the Prefetcher warns once
-                store.write(folder, heads, summary)
-            tracker.log_revision(revision=res.name, step=res.step, tokens=res.tokens, scalars=summary["scalars"],
-                                 heads=heads, parquet_path=folder / "heads.parquet", provenance=summary["provenance"])
-            outputs[res.name] = folder
-            if not cfg.runner.keep_checkpoints:
-                revisions.release(res)
-        model_dir = store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], "")
+                res = next(fetch)
+                # Another job may be probing this revision now (a shard of the same sweep launched twice, a
+                # requeued task): take turns, and reuse its result if it finished while we waited.
+                with store.locked(out):
+                    if store.reusable(out, repo, res.weights_hash, probe_hash, commit=res.commit):
+                        log.info("%s %s: reusing %s", model_cfg["name"], rev.name, out)
+                        heads, summary = store.read(out)
+                    else:
+                        heads, summary = probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash)
+                        summary["provenance"]["duplicate_of"] = res.duplicate_of  # the Prefetcher warns once
+                        store.write(out, heads, summary)
+            tracker.log_revision(revision=rev.name, step=rev.step, tokens=rev.tokens, scalars=summary["scalars"],
+                                 heads=heads, parquet_path=out / "heads.parquet", provenance=summary["provenance"])
+            outputs[rev.name] = out
+            if res is not None and not cfg.runner.keep_checkpoints:
+                checkpoints.release(res)
+        model_dir = folder("")
         print(f"results: {model_dir}")
+        # A job that probed part of a grid (a shard) sums up the model only when the whole grid is in the
+        # store: the last shard to finish does it, or `python -m harness.analyze` after the sweep.
+        missing = [r.name for r in full if not store.complete(folder(r.name), repo, probe_hash)]
+        if missing:
+            print(f"summary: waiting for {len(missing)} of {len(full)} revisions from other jobs "
+                  f"(e.g. {', '.join(missing[:3])}); the job that completes the grid plots and analyses it")
+            print(f"W&B run: {tracker.url_or_path}")
+            return outputs
+        store.mark_duplicates([folder(r.name) for r in full])  # across shards: weights equal to an earlier revision
         plot = plots.trajectory(model_dir)
         if plot:
             print(f"plot:    {plot}")
         findings = analyze(model_dir, cfg.analysis)
         if findings:
+            tracker.log_findings(findings, analysis.load_findings(model_dir)[1])
             print("\n".join(findings["summary"]))
             print(f"findings: {model_dir / 'findings.json'}")
         print(f"W&B run: {tracker.url_or_path}")
         return outputs
     finally:
         tracker.finish()
+
+
+def tracker_args(cfg: DictConfig, grid: list, full: list) -> dict:
+    """One run per job: the whole config, plus which revisions and shard this job probed, so that runs of a
+    sharded sweep (one group per experiment) can be told apart and filtered in W&B."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    part = len(grid) < len(full)
+    config["revision"] = grid[0].name if len(grid) == 1 else [r.name for r in grid]
+    config["shard"] = cfg.revisions.get("shard")
+    args = {"config": config}
+    if part and cfg.logger.get("name"):
+        tag = grid[0].name if len(grid) == 1 else f"shard{str(cfg.revisions.shard).replace('/', 'of')}"
+        args["name"] = f"{cfg.logger.name}-{tag}"
+    return args
 
 
 def analyze(model_dir, rules_cfg) -> dict | None:

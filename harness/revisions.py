@@ -1,23 +1,20 @@
-"""The one place that knows revisions: discovery, grid selection, resolution, prefetch, release.
+"""Which revisions a job probes: discovery, grid selection, and the job's part of the grid (shard / only).
 
 A revision is a named training checkpoint: a branch of a hub repo (`step1000`, `step1000-tokens2B`)
 or a subfolder of a local folder (`model=local model.repo=<folder>`). Hub discovery uses
 `list_repo_refs` when online (the list is saved in the hub cache for later offline runs); offline it
 uses the saved list, else the refs in the local cache merged with the model's known schedule.
+Getting a revision's files (resolution, prefetch, release) is `harness.checkpoints`.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import logging
 import math
 import os
 import re
-import shutil
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -25,17 +22,11 @@ from harness.hubcache import cache_dir as hub_cache
 
 log = logging.getLogger("harness.revisions")
 
-# What a probe run needs from a hub revision (no optimizer states, no duplicate .bin weights).
-PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-            "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt"]
-BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]  # only when a revision has no safetensors
 _STEP = re.compile(r"^(?:step|checkpoint|ckpt|global_step|iter)?[-_]?(\d+)(?:-tokens(\d+)B)?$", re.IGNORECASE)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _REFS_FILE = ".ct-refs.json"  # our saved list_repo_refs answer, inside the repo's cache folder
-_hash_memo: dict[tuple, str] = {}
 _warned: set[str] = set()
-_cache_lock = threading.RLock()  # a release must not race a prefetch that is linking shared blobs
+_fetched: dict[str, dict[str, str]] = {}  # repo -> {revision: commit} as list_repo_refs answered in this process
 
 
 @dataclass(frozen=True)
@@ -43,20 +34,6 @@ class Revision:
     name: str
     step: int | None
     tokens: int | None
-
-
-@dataclass(frozen=True)
-class Resolved(Revision):
-    source: str  # what to pass to from_pretrained: a repo id, or a local folder
-    hub_revision: str | None  # None for local folders
-    commit: str | None  # 40-hex hub commit, None for local folders
-    path: Path  # the local snapshot folder
-    weights_hash: str | None  # sha256 over the weight files
-    duplicate_of: str | None = None  # an earlier revision of the grid with the same weights
-
-    @property
-    def revision(self) -> Revision:
-        return Revision(self.name, self.step, self.tokens)
 
 
 class RevisionError(HarnessError, LookupError):
@@ -194,6 +171,7 @@ def _fetch_refs(model_cfg, cache: Path) -> dict | None:
                     model_cfg.name, model_cfg.repo, type(e).__name__)
         return None
     saved = {r.name: r.target_commit for r in list(refs.branches) + list(refs.tags)}
+    _fetched[str(model_cfg.repo)] = saved
     f = _repo_dir(model_cfg.repo, cache) / _REFS_FILE
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +181,11 @@ def _fetch_refs(model_cfg, cache: Path) -> dict | None:
     except OSError as e:
         log.warning("%s: cannot save the revision list to %s (%s)", model_cfg.name, f, e)
     return saved
+
+
+def fetched_commits(repo: str) -> dict[str, str] | None:
+    """{revision: commit} from this process's list_repo_refs of `repo`; None if it did not reach the hub."""
+    return _fetched.get(str(repo))
 
 
 def available(model_cfg, *, cache_dir=None) -> list[Revision]:
@@ -312,154 +295,28 @@ def select(model_cfg, grid_cfg, revs: list[Revision]) -> list[Revision]:
     return out
 
 
-# ---------------------------------------------------------------- resolution
+# ---------------------------------------------------------------- the job's part of the grid
 
-def _file_hash(f: Path) -> str:
-    """A weight file's sha256: a hub blob's own name when it is one (LFS blobs are named by sha256)."""
-    real = f.resolve()
-    if f.is_symlink() and _SHA256.match(real.name):
-        return real.name
-    st = real.stat()
-    key = (str(real), st.st_size, st.st_mtime_ns)
-    if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(real, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        _hash_memo[key] = h.hexdigest()
-    return _hash_memo[key]
+def parse_shard(spec) -> tuple[int, int]:
+    """`<i>/<n>` -> (i, n) with 0 <= i < n."""
+    m = _SHARD.match(str(spec))
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise RevisionError(f"revisions.shard={spec} is not a shard: expected <i>/<n> with 0 <= i < n, e.g. "
+                            f"revisions.shard=0/4 (all four: revisions.shard=\"range(0,4)/4\" in a multirun)")
+    return int(m.group(1)), int(m.group(2))
 
 
-def weight_files(folder: Path) -> list[Path]:
-    folder = Path(folder)
-    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-
-
-def weights_hash(folder: Path) -> str | None:
-    files = weight_files(folder)
-    if not files:
-        return None
-    lines = "".join(f"{f.name}\t{_file_hash(f)}\n" for f in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def resolve(model_cfg, rev: Revision, *, download: bool = True, cache_dir=None) -> Resolved:
-    """Files on disk for one revision. download=False uses only what is already cached."""
-    model_cfg = _cfg(model_cfg)
-    base = {f.name: getattr(rev, f.name) for f in fields(Revision)}
-    if _is_local(model_cfg.repo):
-        path = Path(str(model_cfg.repo)).expanduser().resolve() / rev.name
-        if not _is_checkpoint(path):
-            raise _missing(model_cfg, rev.name, available(model_cfg),
-                           f"{model_cfg.name} has no saved checkpoint '{rev.name}' in {path.parent}")
-        return Resolved(**base, source=str(path), hub_revision=None, commit=None, path=path,
-                        weights_hash=weights_hash(path))
-    from huggingface_hub import snapshot_download
-
-    cache = Path(cache_dir or hub_cache())
-    local_only = offline() or not download
-    try:
-        with _cache_lock:
-            path = Path(snapshot_download(model_cfg.repo, revision=rev.name, allow_patterns=PATTERNS,
-                                          cache_dir=cache, local_files_only=local_only))
-            if not weight_files(path) and not local_only:  # an old revision with .bin weights only
-                path = Path(snapshot_download(model_cfg.repo, revision=rev.name, cache_dir=cache,
-                                              allow_patterns=PATTERNS + BIN_PATTERNS))
-    except Exception as e:  # OSError (offline, not cached), HfHubHTTPError, validation errors
-        raise _resolve_error(model_cfg, rev.name, cache, local_only, e) from e
-    if not weight_files(path):
-        raise RevisionError(f"{model_cfg.name} revision '{rev.name}' has no weight files in {path}")
-    commit = path.name if _COMMIT.match(path.name) else None
-    return Resolved(**base, source=str(model_cfg.repo), hub_revision=rev.name, commit=commit, path=path,
-                    weights_hash=weights_hash(path))
-
-
-def _resolve_error(model_cfg, name, cache, local_only, e) -> RevisionError:
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    if isinstance(e, RepositoryNotFoundError):
-        return RevisionError(f"{model_cfg.name}: repo '{model_cfg.repo}' not found on the hub")
-    try:
-        known = available(model_cfg, cache_dir=cache)
-    except RevisionError:
-        known = []
-    if isinstance(e, RevisionNotFoundError) or name not in {r.name for r in known}:
-        return _missing(model_cfg, name, known)
-    why = ("the hub is offline (HF_HUB_OFFLINE)" if offline() else "download=False" if local_only
-           else f"the hub cannot be reached ({type(e).__name__})")
-    cached = [r for r in _cached_revisions(model_cfg, cache) if r.name != name]
-    msg = f"{model_cfg.name} revision '{name}' is not in the hub cache {cache} and {why}"
-    return _missing(model_cfg, name, cached, msg + ("; cached" if cached else "; nothing of this repo is cached"))
-
-
-def _cached_revisions(model_cfg, cache) -> list[Revision]:
-    return [make_revision(model_cfg, n) for n in sorted(_cached_refs(model_cfg.repo, cache))]
-
-
-def mark_duplicates(resolved):
-    """Yield each Resolved, with duplicate_of set where its weights equal an earlier one's (Pythia step0 == step1).
-
-    A generator, so the Prefetcher can mark revisions as they stream in."""
-    seen: dict[str, str] = {}
-    for r in resolved:
-        first = seen.setdefault(r.weights_hash, r.name) if r.weights_hash else r.name
-        if first != r.name:
-            log.warning("revision %s has the same weights as %s (hash %s...)", r.name, first, r.weights_hash[:12])
-            r = replace(r, duplicate_of=first)
-        yield r
-
-
-class Prefetcher:
-    """Iterate Resolved revisions in order; while revision i is yielded (and probed), i+1 downloads."""
-
-    def __init__(self, model_cfg, revs: list[Revision], *, download: bool = True, cache_dir=None, resolver=None):
-        self.model_cfg, self.revs = model_cfg, list(revs)
-        self._resolve = resolver or (lambda r: resolve(model_cfg, r, download=download, cache_dir=cache_dir))
-        self.pending: str | None = None  # name of the revision being prefetched now
-        self.future = None
-
-    def __iter__(self):
-        return mark_duplicates(self._stream())
-
-    def _stream(self):
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        try:
-            self.future = pool.submit(self._resolve, self.revs[0]) if self.revs else None
-            for i in range(len(self.revs)):
-                res = self.future.result()
-                nxt = self.revs[i + 1] if i + 1 < len(self.revs) else None
-                self.future = pool.submit(self._resolve, nxt) if nxt else None
-                self.pending = nxt.name if nxt else None
-                yield res
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # a half-done download is left to finish cleanly
-
-
-def release(resolved: Resolved) -> int:
-    """Delete a hub revision's snapshot and the blobs no other snapshot uses; returns bytes freed.
-
-    Local-folder revisions are never deleted. The refs stay, so the name is still known offline.
-    """
-    path = Path(resolved.path) if resolved.path else None
-    if resolved.hub_revision is None or path is None or path.parent.name != "snapshots" or not path.is_dir():
-        return 0
-    blobs, refs = path.parent.parent / "blobs", path.parent.parent / "refs"
-    aliases = [p.name for p in refs.rglob("*") if p.is_file() and p.name != resolved.hub_revision
-               and p.read_text().strip() == path.name]
-    if aliases:  # e.g. Pythia main == step143000: one snapshot, and the other name may still be used
-        log.info("keeping %s: the snapshot is also revision %s", resolved.name, ", ".join(aliases))
-        return 0
-    with _cache_lock:
-        def used(snap: Path) -> set[Path]:
-            return {f.resolve() for f in snap.rglob("*") if f.is_symlink()}
-
-        mine = used(path)
-        others = set().union(*[used(s) for s in path.parent.iterdir() if s != path and s.is_dir()])
-        shutil.rmtree(path)
-        freed = 0
-        for b in mine - others:
-            if b.parent == blobs.resolve() and b.is_file():
-                freed += b.stat().st_size
-                b.unlink()
-    log.info("released %s (%s): %.1f MB freed", resolved.name, resolved.commit, freed / 1e6)
-    return freed
+def job_part(model_cfg, grid_cfg, grid: list[Revision]) -> list[Revision]:
+    """This job's revisions of the grid: `revisions.only=<name>` (one of them) and/or `revisions.shard=<i>/<n>`
+    (round robin: the grid's revisions i, i+n, i+2n, ...; shards of one grid never overlap and cover it)."""
+    only, shard = grid_cfg.get("only"), grid_cfg.get("shard")
+    if only is not None:
+        grid = [find(model_cfg, grid, str(only))]  # one line with the nearest names when it is not in the grid
+    if shard is not None:
+        i, n = parse_shard(shard)
+        if i >= len(grid):
+            raise RevisionError(f"revisions.shard={shard} is outside the grid: {model_cfg.get('name')} "
+                                f"revisions={grid_cfg.get('select', 'all')} has {len(grid)} revision(s), so at "
+                                f"most {len(grid)} shards")
+        grid = grid[i::n]
+    return grid

@@ -1,20 +1,37 @@
 """The result store: one folder per (experiment, model, revision), written atomically.
 
     <results_dir>/<experiment>/<model>/<revision>/heads.parquet   one row per (layer, head)
-    <results_dir>/<experiment>/<model>/<revision>/summary.json    scalars + provenance
+    <results_dir>/<experiment>/<model>/<revision>/summary.json    scalars + provenance; written last, it marks
+                                                                  a complete result and names heads.parquet's sha256
+    <results_dir>/<experiment>/<model>/<revision>/.lock           taken by the job probing the revision
+
+Many jobs may share a store (sharded sweeps, requeued tasks, the same sweep launched twice): a job probes a
+revision while holding its lock and re-checks reuse once it has the lock, so the second job to get there
+reuses the first one's result instead of writing another.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.locks import flock
+from harness.provenance import file_sha256 as _sha256
+
+log = logging.getLogger("harness.store")
+
 # 2: the study's exact batch draws and valid rows (issue 10); results of another version are recomputed.
 SCHEMA_VERSION = 2
+DIE_AFTER_ENV = "CT_TEST_DIE_AFTER"  # test hook, see write()
+_writes = 0  # results written by this process (for the test hook)
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp creates files 0600, a store shared by a team needs the usual mode
 
 
 def revision_dir(results_dir, experiment: str, model: str, revision: str) -> Path:
@@ -38,23 +55,40 @@ def flat_scalars(results: dict) -> dict[str, float]:
     return {f"{probe}.{k}": v for probe, res in results.items() for k, v in res.scalars.items()}
 
 
-def _atomic(path: Path, write) -> None:
+def _atomic(path: Path, write) -> str:
+    """Write via a temporary file in the same folder + rename; returns the file's sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
+        digest = _sha256(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+    return digest
+
+
+def _write_summary(folder: Path, summary: dict) -> None:
+    _atomic(folder / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=_json)))
 
 
 def write(folder: Path, heads: pd.DataFrame, summary: dict) -> None:
-    """heads.parquet first, summary.json last: a summary marks a complete result."""
-    _atomic(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False))
-    summary = {"schema": SCHEMA_VERSION, **summary}
-    _atomic(folder / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=_json)))
+    """A result, atomic as a pair: the old summary.json goes first (from then on the folder holds no complete
+    result), heads.parquet replaces the old one, and summary.json, which records the new parquet's sha256,
+    comes last. A crash at any point leaves the old complete result, no complete result (recomputed by the
+    next run), or the new one, never a new parquet beside an old summary."""
+    global _writes
+    (folder / "summary.json").unlink(missing_ok=True)
+    digest = _atomic(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False))
+    # Test hook (tests/test_sweeps.py): CT_TEST_DIE_AFTER=<n> SIGKILLs this process in its (n+1)-th write,
+    # between the two files: the worst moment for a crash.
+    if os.environ.get(DIE_AFTER_ENV) and _writes >= int(os.environ[DIE_AFTER_ENV]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    _write_summary(folder, {"schema": SCHEMA_VERSION, **summary, "heads_sha256": digest})
+    _writes += 1
 
 
 def _json(o):
@@ -67,13 +101,64 @@ def read(folder: Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_parquet(folder / "heads.parquet"), json.loads((folder / "summary.json").read_text())
 
 
-def reusable(folder: Path, repo: str, weights_hash: str, probe_hash: str) -> bool:
-    """A complete result for the same model, checkpoint and probe config."""
+def summary(folder: Path) -> dict | None:
+    """A complete result's summary (its heads.parquet is the one it names), else None."""
     try:
-        summary = json.loads((folder / "summary.json").read_text())
-        prov = summary["provenance"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        s = json.loads((Path(folder) / "summary.json").read_text())
+        s["provenance"]  # noqa: B018 - a summary without provenance is not ours
+        digest = s.get("heads_sha256")  # absent in results written before it was recorded
+        if digest is not None and _sha256(Path(folder) / "heads.parquet") != digest:
+            return None
+        if digest is None and not (Path(folder) / "heads.parquet").exists():
+            return None
+    except (FileNotFoundError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    return s
+
+
+def reusable(folder: Path, repo: str, weights_hash: str | None, probe_hash: str, commit: str | None = None) -> bool:
+    """A complete result for the same model, checkpoint and probe config.
+
+    The checkpoint matches by `commit` (the hub commit, or a local folder's file fingerprint: both known
+    before any download) or by `weights_hash` (known once the files are here)."""
+    s = summary(folder)
+    if s is None or s.get("schema") != SCHEMA_VERSION:
         return False
-    same = (summary.get("schema") == SCHEMA_VERSION and prov.get("repo") == repo
-            and prov.get("weights_hash") == weights_hash and prov.get("probe_hash") == probe_hash)
-    return same and (folder / "heads.parquet").exists()
+    prov = s["provenance"]
+    if prov.get("repo") != repo or prov.get("probe_hash") != probe_hash:
+        return False
+    return bool((commit and prov.get("commit") == commit) or (weights_hash and prov.get("weights_hash") == weights_hash))
+
+
+def complete(folder: Path, repo: str, probe_hash: str) -> bool:
+    """Some complete result of this model and probe config (for checking that a whole grid is done)."""
+    s = summary(folder)
+    return bool(s and s.get("schema") == SCHEMA_VERSION and s["provenance"].get("repo") == repo
+                and s["provenance"].get("probe_hash") == probe_hash)
+
+
+def locked(folder: Path):
+    """Hold the revision's lock (<folder>/.lock; blocks while another job holds it)."""
+    return flock(Path(folder) / ".lock")
+
+
+def mark_duplicates(folders: list[Path]) -> list[str]:
+    """Set provenance.duplicate_of over a whole grid (folders in grid order): a revision whose weights hash
+    equals an earlier one's is its duplicate. Jobs that probe parts of a grid (shards) cannot see this; the
+    job that completes the grid calls it. Rewrites only summaries that change; returns their revisions."""
+    seen: dict[str, str] = {}
+    changed = []
+    for folder in folders:
+        with locked(folder):
+            s = summary(folder)
+            if s is None:
+                continue
+            prov = s["provenance"]
+            name, h = prov.get("revision") or folder.name, prov.get("weights_hash")
+            first = seen.setdefault(h, name) if h else name
+            want = first if first != name else None
+            if prov.get("duplicate_of") != want:
+                prov["duplicate_of"] = want
+                _write_summary(folder, s)  # heads.parquet and its sha256 stay as they are
+                changed.append(name)
+    return changed

@@ -82,8 +82,11 @@ def test_local_revisions_to_store_and_wandb(tmp_path, arch):
         for k, v in summaries[r]["scalars"].items():
             assert row[k] == pytest.approx(v, rel=1e-12, nan_ok=True), (r, k)
     assert run.config["model"]["name"] == f"tiny-{arch}"
-    table = json.loads((runs[0] / "files" / rows[-1]["heads/step6"]["path"]).read_text())
-    assert table["columns"] == list(pd.read_parquet(model_dir / "step6" / "heads.parquet").columns)
+    traj = [h["trajectory"] for h in run.history if "trajectory" in h]  # one table, logged once at the end
+    assert len(traj) == 1
+    table = json.loads((runs[0] / "files" / traj[0]["path"]).read_text())
+    assert table["columns"] == list(pd.read_parquet(model_dir / "trajectory.parquet").columns)
+    assert len(table["data"]) == 3 * 2 * 4
 
     # A second run reuses the complete results instead of recomputing them.
     before = {r: (model_dir / r / "summary.json").stat().st_mtime_ns for r in revs}

@@ -1,4 +1,5 @@
-"""Revisions offline: discovery, grids, resolution through a real local hub cache, prefetch, release.
+"""Revisions offline: discovery, grids (harness.revisions); resolution through a real local hub cache, prefetch,
+release (harness.checkpoints).
 
 How the hub is redirected to a temporary cache: huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE
 once, at import, into `huggingface_hub.constants`; transformers and snapshot_download look those module
@@ -23,6 +24,7 @@ from conftest import tiny_model
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
+from harness import checkpoints as C
 from harness import hubcache
 from harness import revisions as R
 from harness.ls import human
@@ -180,7 +182,7 @@ def test_unknown_names_give_one_line_errors(suites):
                                               r"step2000, step15000\)"):
         R.select(cfg, {"select": "list", "names": ["step1500"]}, R.available(cfg))
     with pytest.raises(R.RevisionError) as e:  # on the schedule but not cached, hub offline
-        R.resolve(cfg, R.make_revision(cfg, "step3000"))
+        C.resolve(cfg, R.make_revision(cfg, "step3000"))
     assert "\n" not in str(e.value) and "not in the hub cache" in str(e.value) and "step1000" in str(e.value)
     with pytest.raises(R.RevisionError, match="revisions=list needs names"):
         R.select(cfg, {"select": "list"}, R.available(cfg))
@@ -195,12 +197,12 @@ def test_resolve_and_load_offline(suites, checkpoints, suite):
     cfg = cached_only(suite)
     arch = SUITES[suite][0]
     for rev in R.available(cfg):
-        res = R.resolve(cfg, rev)
+        res = C.resolve(cfg, rev)
         ref = (R._repo_dir(cfg.repo, R.hub_cache()) / "refs" / rev.name).read_text()
         assert res.commit == ref == suites[suite, rev.name] and res.path.name == ref
         assert (res.source, res.hub_revision, res.revision) == (cfg.repo, rev.name, rev)
         # the blob name is the file's sha256, so the hash equals that of the original folder
-        assert res.weights_hash == R.weights_hash(checkpoints[suite, rev.name]) and len(res.weights_hash) == 64
+        assert res.weights_hash == C.weights_hash(checkpoints[suite, rev.name]) and len(res.weights_hash) == 64
     model = AutoModelForCausalLM.from_pretrained(res.source, revision=res.hub_revision)
     assert model.config.model_type == arch
     if suite == "olmo-1b-0724":
@@ -209,10 +211,10 @@ def test_resolve_and_load_offline(suites, checkpoints, suite):
 
 def test_duplicates_detected(suites, caplog):
     cfg = cached_only("pythia-1b")
-    res = [R.resolve(cfg, r) for r in R.available(cfg)[:3]]
+    res = [C.resolve(cfg, r) for r in R.available(cfg)[:3]]
     assert res[0].commit != res[1].commit and res[0].weights_hash == res[1].weights_hash
     with caplog.at_level(logging.WARNING, "harness.revisions"):
-        marked = list(R.mark_duplicates(res))
+        marked = list(C.mark_duplicates(res))
     assert [r.duplicate_of for r in marked] == [None, "step0", None]
     assert any("step1 has the same weights as step0" in m for m in caplog.messages)
 
@@ -226,9 +228,9 @@ def test_prefetcher_downloads_next_in_background(suites):
     def resolver(rev):
         threads[rev.name] = threading.current_thread().name
         started[rev.name].set()
-        return R.resolve(cfg, rev)
+        return C.resolve(cfg, rev)
 
-    p = R.Prefetcher(cfg, revs, resolver=resolver)
+    p = C.Prefetcher(cfg, revs, resolver=resolver)
     out = []
     for i, res in enumerate(p):
         if i + 1 < len(revs):  # while revision i is "probed", i+1 is already being resolved
@@ -241,21 +243,21 @@ def test_prefetcher_downloads_next_in_background(suites):
 
 def test_release_deletes_only_unshared_blobs(suites):
     cfg = cached_only("pythia-1b")
-    step0, step1, step2 = (R.resolve(cfg, r) for r in R.available(cfg)[:3])
+    step0, step1, step2 = (C.resolve(cfg, r) for r in R.available(cfg)[:3])
     blobs = step0.path.parent.parent / "blobs"
     weights = (step0.path / "model.safetensors").resolve()
     own = (step0.path / "train_state.json").resolve()  # unique to step0
     shared_config = (step0.path / "config.json").resolve()
-    assert R.release(step0) > 0
+    assert C.release(step0) > 0
     assert not step0.path.exists() and not own.exists()
     assert weights.exists() and shared_config.exists()  # still used by step1 (and step2's config)
-    assert R.release(step1) > 0 and not weights.exists()
+    assert C.release(step1) > 0 and not weights.exists()
     assert (step2.path / "model.safetensors").is_file() and blobs.is_dir()
     with pytest.raises(R.RevisionError):  # the name is still known, its files are gone
-        R.resolve(cfg, step0.revision)
-    last = R.resolve(cfg, R.available(cfg)[-1])  # an alias (main == step143000) shares the snapshot: kept
+        C.resolve(cfg, step0.revision)
+    last = C.resolve(cfg, R.available(cfg)[-1])  # an alias (main == step143000) shares the snapshot: kept
     hubcache.publish(last.path, cfg.repo, "main")
-    assert R.release(last) == 0 and last.path.is_dir()
+    assert C.release(last) == 0 and last.path.is_dir()
 
 
 # ---------------------------------------------------------------- local folders
@@ -271,11 +273,12 @@ def test_local_folder_model(tmp_path, checkpoints):
     revs = R.available(cfg)
     assert [(r.name, r.step, r.tokens) for r in revs] == [
         ("step0", 0, 0), ("checkpoint-1000", 1000, 10000), ("step2000-tokens4B", 2000, 20000), ("final", None, None)]
-    res = R.resolve(cfg, revs[1])
-    assert res.hub_revision is None and res.commit is None and res.path == (tmp_path / "checkpoint-1000").resolve()
-    assert res.weights_hash == R.weights_hash(checkpoints["pythia-1b", "step1000"])
+    res = C.resolve(cfg, revs[1])
+    assert res.hub_revision is None and res.path == (tmp_path / "checkpoint-1000").resolve()
+    assert res.commit == C.checkpoint_id(cfg, revs[1]) == C.files_fingerprint(res.path)  # known before resolving
+    assert res.weights_hash == C.weights_hash(checkpoints["pythia-1b", "step1000"])
     assert AutoModelForCausalLM.from_pretrained(res.source, revision=res.hub_revision).config.model_type == "gpt_neox"
-    assert R.release(res) == 0 and res.path.is_dir()  # never deletes a user's folder
+    assert C.release(res) == 0 and res.path.is_dir()  # never deletes a user's folder
     assert [r.name for r in R.select(cfg, {"select": "final"}, revs)] == ["step2000-tokens4B"]
     with pytest.raises(R.RevisionError, match="local has no revision 'step1'"):
         R.select(cfg, {"select": "list", "names": ["step1"]}, revs)
