@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from harness import launchers
-from harness.errors import HarnessError
+from harness.errors import harness_cause
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -16,8 +16,11 @@ def main(cfg: DictConfig) -> None:
 
     try:
         job.run(cfg)
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - ours (possibly inside Hydra's instantiate) -> one line
+        cause = harness_cause(e)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

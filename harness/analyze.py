@@ -15,9 +15,11 @@ from harness.errors import HarnessError
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from harness import schema
     from harness.analysis import Rules, analyze_experiment
 
     try:
+        schema.validate_store_args(cfg)
         found = analyze_experiment(cfg.paths.results_dir, cfg.experiment_name, cfg.models,
                                    Rules.from_config(cfg.analysis))
     except HarnessError as e:

@@ -11,7 +11,7 @@ import logging
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from harness import analysis, checkpoints, gpus, loader, loop, plots, revisions, store
+from harness import analysis, checkpoints, gpus, loader, loop, plots, revisions, schema, store
 from harness.arch import head_layout
 from harness.data import check_vocab
 from harness.errors import HarnessError
@@ -33,7 +33,9 @@ def build_probes(probe_cfg: DictConfig) -> list:
 
 
 def run(cfg: DictConfig) -> dict:
+    schema.validate(cfg)  # every option, before a revision is listed or a checkpoint loaded
     gpus.claim_one_per_job()  # before anything touches CUDA
+    loader.target_device(cfg.runner.device)  # a device that does not exist: one line naming those that do
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     probe_cfg = OmegaConf.to_container(cfg.probe, resolve=True)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)

@@ -18,11 +18,30 @@ class CheckpointError(HarnessError, RuntimeError):
     pass
 
 
+def devices() -> list[str]:
+    """The devices this machine has, as runner.device spells them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
 def target_device(requested: str) -> str:
-    """Where the weights should land: Lightning accelerator names -> a torch device."""
-    if requested in ("gpu", "cuda") or (requested == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
+    """Where the weights should land: Lightning accelerator names -> a torch device. A device this machine
+    does not have is refused here, before any checkpoint is loaded (torch would say "Torch not compiled with
+    CUDA enabled" from inside from_pretrained)."""
+    requested = str(requested)
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    want = "cuda" if requested == "gpu" else requested
+    if want not in devices():
+        why = {"mps": "MPS needs Apple silicon and macOS"}.get(want, "no CUDA device is visible" if
+              torch.version.cuda else f"this torch ({torch.__version__}) is built without CUDA")
+        raise CheckpointError(f"runner.device={requested}: {why}; devices here: {', '.join(devices())} "
+                              f"(or runner.device=auto)")
+    return want
 
 
 def load(resolved, dtype: str, model_name: str, device: str = "cpu"):

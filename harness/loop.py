@@ -66,8 +66,11 @@ def group_by_batch(probes: list[Probe], shared: ProbeBatch, ctx: Context) -> lis
 
 def run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> dict[str, ProbeResult]:
     engine = Engine(model)
+    accelerator, devices = str(runner.device), 1
+    if accelerator.startswith("cuda:"):  # torch's name for one GPU; Lightning takes an index list
+        accelerator, devices = "cuda", [int(accelerator.split(":")[1])]
     trainer = L.Trainer(
-        accelerator=runner.device, devices=1, precision=PRECISION[runner.dtype],
+        accelerator=accelerator, devices=devices, precision=PRECISION[runner.dtype],
         logger=False, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=runner.progress_bar,
     )

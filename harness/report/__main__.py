@@ -16,12 +16,14 @@ from harness.errors import HarnessError
 
 
 def run(cfg: DictConfig) -> Path:
+    from harness import schema
     from harness.analysis import Rules
     from harness.report import wandb_report
     from harness.report.collect import collect
     from harness.report.html import build_html
     from harness.tracker import wandb_mode
 
+    schema.validate_store_args(cfg)
     models = collect(cfg.paths.results_dir, cfg.experiment_name, cfg.get("models"), Rules.from_config(cfg.analysis))
     out_dir = Path(cfg.paths.results_dir) / cfg.experiment_name
     page = out_dir / "report.html"

@@ -1,0 +1,109 @@
+"""Bad input: one line on stderr, exit 2, before any checkpoint is loaded, the result store as it was (issue 13)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model
+from hydra import compose, initialize_config_dir
+from test_e2e import common, harness
+
+from harness import schema
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def validate(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    schema.validate(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["probe=all"], ["experiment=paper", "model=pythia-1b"], ["experiment=zoo"], ["runner=gpu"],
+    ["runner.batch_size=8", "runner.device=cuda:1", "data=induction_bos"],
+])
+def test_shipped_configs_pass(overrides):
+    validate(*overrides)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["runner.batch_size=-3"], 'runner.batch_size=-3: must be an integer >= 1 or "auto"'),
+    (["runner.batch_size=1.5"], 'runner.batch_size=1.5: must be an integer >= 1 or "auto"'),
+    (["runner.dtype=fp8"], "runner.dtype=fp8: must be float32, float16 or bfloat16"),
+    (["runner.device=tpu"], "runner.device=tpu: must be cpu, cuda, cuda:<N>, gpu, mps or auto"),
+    (["runner.progress_bar=maybe"], "runner.progress_bar=maybe: must be true or false"),
+    (["data.n=0"], "data.n=0: must be an integer >= 1"),
+    (["data.vocab_lo=x"], "data.vocab_lo=x: must be an integer >= 0"),
+    (["probe.selectivity.induction=abc"], "probe.selectivity.induction=abc: must be a number (default 50.0)"),
+    (["probe=all", "probe.null.draws=2.5"], "probe.null.draws=2.5: must be an integer >= 0 (default 500)"),
+    (["probe=all", "probe.induction_score.lengths=[50,x]"], "probe.induction_score.lengths[1]=x: must be an integer"),
+    (["+probe.selectivity.indction=3"], "probe.selectivity.indction=3: unknown option of Selectivity; did you mean "
+                                        "induction?"),
+    (["analysis.induction=x"], "analysis.induction=x: must be a number (default 50.0)"),
+    (["analysis.bos_fractions=[0.1,2]"], "analysis.bos_fractions[1]=2: must be a number between 0 and 1"),
+    (["experiment_name=../elsewhere"], "experiment_name=../elsewhere: must be a plain folder name"),
+    (["experiment_name=/abs"], "experiment_name=/abs: must be a plain folder name"),
+    (["model.name=.."], "model.name=..: must be a plain folder name"),
+    (["model=local"], "model.repo: Missing mandatory value"),
+])
+def test_bad_option_is_one_line(overrides, message):
+    with pytest.raises(schema.ConfigError) as e:
+        validate(*overrides)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_new_probe_is_checked_from_its_signature():
+    class Toy:  # any plug-in: its defaults say the types
+        def __init__(self, name=None, level=0.5, count=3, flag=True, names=("a",)):
+            pass
+
+    schema.check_signature("probe.toy", Toy, {"level": 2, "count": 0, "flag": False, "names": ["b"]})
+    for key, bad in (("level", "high"), ("count", -1), ("flag", 1), ("other", 1)):
+        with pytest.raises(schema.ConfigError, match=rf"^probe\.toy\.{key}="):
+            schema.check_signature("probe.toy", Toy, {key: bad})
+
+
+def snapshot(folder: Path) -> dict:
+    """The result store and the checkpoints (Hydra's run log under logs/ is expected to grow)."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for sub in ("results", "ckpts", "wandb_runs") for p in sorted((folder / sub).rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def unloadable(tmp_path_factory):
+    """A checkpoint folder whose weights cannot be loaded (truncated): a job that got as far as loading it
+    would fail with "cannot load", not with the message under test. And a store with an earlier result."""
+    tmp = tmp_path_factory.mktemp("bad")
+    tiny_model("gpt_neox").save_pretrained(tmp / "ckpts" / "step0")
+    weights = tmp / "ckpts" / "step0" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    old = tmp / "results" / "default" / "tiny" / "step0"
+    old.mkdir(parents=True)
+    (old / "summary.json").write_text('{"earlier": true}')
+    return tmp
+
+
+DEVICE_CASES = [(d, f"runner.device={d}: ") for d, there in (("cuda", torch.cuda.is_available()),
+                                                           ("mps", torch.backends.mps.is_available())) if not there]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("runner.batch_size=-3", 'error: runner.batch_size=-3: must be an integer >= 1 or "auto"'),
+    ("probe.selectivity.induction=abc", "error: probe.selectivity.induction=abc: must be a number"),
+    ("experiment_name=../../escape", "error: experiment_name=../../escape: must be a plain folder name"),
+    # raised inside Hydra's instantiate (5 lines of wrapper before): the inner message only
+    ("data.seq_len=20", "error: data.seq_len=20 is too short for the induction batch (need >= 57)"),
+    *[(f"runner.device={d}", "error: " + m) for d, m in DEVICE_CASES],
+])
+def test_bad_input_exits_with_one_line(unloadable, override, message):
+    before = snapshot(unloadable)
+    proc = harness(*common(unloadable, unloadable / "ckpts", "tiny", probe="selectivity"), "logger=none", override)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout and "cannot load" not in proc.stderr
+    if override.startswith("runner.device"):
+        assert "devices here: cpu" in lines[0]
+    assert snapshot(unloadable) == before
