@@ -30,6 +30,7 @@ from harness.revisions import (
     _repo_dir,
     available,
     fetched_commits,
+    local_only,
     make_revision,
     offline,
 )
@@ -54,6 +55,7 @@ class Resolved(Revision):
     path: Path  # the local snapshot folder
     weights_hash: str | None  # sha256 over the weight files
     duplicate_of: str | None = None  # an earlier revision of the grid with the same weights
+    local_only: bool = False  # load without asking the hub (revisions.local_only)
 
     @property
     def revision(self) -> Revision:
@@ -110,7 +112,7 @@ def checkpoint_id(model_cfg, rev: Revision, *, cache_dir=None) -> str | None:
     if _is_local(model_cfg.repo):
         path = Path(str(model_cfg.repo)).expanduser().resolve() / rev.name
         return files_fingerprint(path) if _is_checkpoint(path) else None
-    listed = None if offline() else fetched_commits(model_cfg.repo)
+    listed = None if local_only(model_cfg) else fetched_commits(model_cfg.repo)
     if listed is not None:
         return listed.get(rev.name)
     ref = _repo_dir(model_cfg.repo, Path(cache_dir or hub_cache())) / "refs" / rev.name
@@ -144,21 +146,21 @@ def resolve(model_cfg, rev: Revision, *, download: bool = True, cache_dir=None) 
     from huggingface_hub import snapshot_download
 
     cache = Path(cache_dir or hub_cache())
-    local_only = offline() or not download
+    no_hub = local_only(model_cfg) or not download
     try:
         with _cache_lock, _repo_lock(model_cfg.repo, cache, shared=True):
             path = Path(snapshot_download(model_cfg.repo, revision=rev.name, allow_patterns=PATTERNS,
-                                          cache_dir=cache, local_files_only=local_only))
-            if not weight_files(path) and not local_only:  # an old revision with .bin weights only
+                                          cache_dir=cache, local_files_only=no_hub))
+            if not weight_files(path) and not no_hub:  # an old revision with .bin weights only
                 path = Path(snapshot_download(model_cfg.repo, revision=rev.name, cache_dir=cache,
                                               allow_patterns=PATTERNS + BIN_PATTERNS))
     except Exception as e:  # OSError (offline, not cached), HfHubHTTPError, validation errors
-        raise _resolve_error(model_cfg, rev.name, cache, local_only, e) from e
+        raise _resolve_error(model_cfg, rev.name, cache, no_hub, e) from e
     if not weight_files(path):
         raise RevisionError(f"{model_cfg.name} revision '{rev.name}' has no weight files in {path}")
     commit = path.name if _COMMIT.match(path.name) else None
     return Resolved(**base, source=str(model_cfg.repo), hub_revision=rev.name, commit=commit, path=path,
-                    weights_hash=weights_hash(path))
+                    weights_hash=weights_hash(path), local_only=local_only(model_cfg))
 
 
 def _resolve_error(model_cfg, name, cache, local_only, e) -> RevisionError:
@@ -172,7 +174,9 @@ def _resolve_error(model_cfg, name, cache, local_only, e) -> RevisionError:
         known = []
     if isinstance(e, RevisionNotFoundError) or name not in {r.name for r in known}:
         return _missing(model_cfg, name, known)
-    why = ("the hub is offline (HF_HUB_OFFLINE)" if offline() else "download=False" if local_only
+    why = ("the hub is offline (HF_HUB_OFFLINE)" if offline() else
+           "the model is local-only (model.offline=true)" if model_cfg.get("offline") else
+           "download=False" if local_only
            else f"the hub cannot be reached ({type(e).__name__})")
     cached = [r for r in _cached_revisions(model_cfg, cache) if r.name != name]
     msg = f"{model_cfg.name} revision '{name}' is not in the hub cache {cache} and {why}"

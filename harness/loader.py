@@ -52,6 +52,9 @@ def load(resolved, dtype: str, model_name: str, device: str = "cpu"):
         model = AutoModelForCausalLM.from_pretrained(
             resolved.source, revision=resolved.hub_revision, dtype=DTYPES[dtype],
             attn_implementation=ATTN_IMPL, device_map=device if device != "cpu" else None,
+            # the files are already here (checkpoints.resolve): asking the hub again only prints
+            # "Could not reach the Hub ... Using cached commit hash" per file when it is unreachable
+            local_files_only=getattr(resolved, "local_only", False),
         )
     except Exception as e:  # corrupt or partial files surface as many exception types
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

@@ -49,6 +49,12 @@ def offline() -> bool:
     return env.strip().upper() in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
 
 
+def local_only(model_cfg) -> bool:
+    """Never ask the hub about this model: the hub is offline, the repo is a folder, or the model config says
+    `offline: true` (the embedded suites exist only in the local hub cache, by design)."""
+    return offline() or _is_local(model_cfg.get("repo")) or bool(model_cfg.get("offline"))
+
+
 def _repo_dir(repo: str, cache: Path) -> Path:
     return Path(cache) / ("models--" + repo.replace("/", "--"))
 
@@ -195,7 +201,7 @@ def available(model_cfg, *, cache_dir=None) -> list[Revision]:
         names = _local_names(model_cfg)
     else:
         cache = Path(cache_dir or hub_cache())
-        refs = None if offline() else _fetch_refs(model_cfg, cache)
+        refs = None if local_only(model_cfg) else _fetch_refs(model_cfg, cache)
         if refs is None:
             refs = _saved_refs(model_cfg.repo, cache)  # the full list from an earlier online run
         if refs is not None:
@@ -206,8 +212,9 @@ def available(model_cfg, *, cache_dir=None) -> list[Revision]:
             if not names:
                 raise RevisionError(f"{model_cfg.name}: no revisions known for '{model_cfg.repo}': the hub is "
                                     f"offline and nothing is cached in {cache}")
-            _warn_once(f"{model_cfg.name}: hub offline; revision names come from the local cache ({len(cached)}) "
-                       f"and the known schedule ({len(known)}), not from the hub")
+            if not model_cfg.get("offline"):  # a local-only model has no other source: nothing to warn about
+                _warn_once(f"{model_cfg.name}: hub offline; revision names come from the local cache "
+                           f"({len(cached)}) and the known schedule ({len(known)}), not from the hub")
     revs = sorted({n: make_revision(model_cfg, n) for n in names}.values(), key=_sort_key)
     steps = {r.step for r in revs if r.name != "main"}
     # Pythia's main == its last step: keep one name (the step) so grids hold no alias.
