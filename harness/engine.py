@@ -64,6 +64,7 @@ class Capture:
     reductions: dict = field(default_factory=dict)  # Reduction -> (B, L, H) float32
     z: dict = field(default_factory=dict)  # pos -> (B, L, H, d_head), model dtype
     logits: dict = field(default_factory=dict)  # pos -> (B, V) float32
+    finite: bool = True  # every captured value and the final hidden state are finite (fp16 can overflow)
 
 
 def _pos(p: int | None, T: int, default: int) -> int:
@@ -193,4 +194,8 @@ class Engine:
             pos = sorted(needs.logits)
             logits = head(hidden[:, [_pos(p, T, 0) for p in pos]]).float()
             cap.logits = {p: logits[:, i] for i, p in enumerate(pos)}
+        # A probe would turn inf/NaN into plausible-looking numbers (a NaN compares False against every
+        # threshold): the loop refuses such a forward pass instead.
+        tensors = [hidden, *(t for d in (cap.rows, cap.reductions, cap.z, cap.logits) for t in d.values())]
+        cap.finite = all(bool(torch.isfinite(t).all()) for t in tensors)
         return cap

@@ -77,8 +77,13 @@ def run(cfg: DictConfig) -> dict:
                         heads, summary = probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash)
                         summary["provenance"]["duplicate_of"] = res.duplicate_of  # the Prefetcher warns once
                         store.write(out, heads, summary)
-            tracker.log_revision(revision=rev.name, step=rev.step, tokens=rev.tokens, scalars=summary["scalars"],
-                                 heads=heads, parquet_path=out / "heads.parquet", provenance=summary["provenance"])
+            if summary.get("status") == "failed":
+                log.warning("%s %s: failed: %s; try %s (recorded in %s; the analysis leaves it out)",
+                            model_cfg["name"], rev.name, summary["reason"], summary["suggestion"], out)
+            else:
+                tracker.log_revision(revision=rev.name, step=rev.step, tokens=rev.tokens, scalars=summary["scalars"],
+                                     heads=heads, parquet_path=out / "heads.parquet",
+                                     provenance=summary["provenance"])
             outputs[rev.name] = out
             if res is not None and not cfg.runner.keep_checkpoints:
                 checkpoints.release(res)
@@ -136,11 +141,19 @@ def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
     check_vocab(shared.meta.get("vocab_lo", 0), shared.meta.get("vocab_hi", 1), model.config.vocab_size, model_cfg["name"])
     ctx = Context(layout, shared, model_cfg, res.name)
     groups = loop.group_by_batch(probes, shared, ctx)
-    results = loop.run_checkpoint(model, groups, model_cfg=model_cfg, revision=res.name, runner=cfg.runner)
+    try:
+        results = loop.run_checkpoint(model, groups, model_cfg=model_cfg, revision=res.name, runner=cfg.runner)
+        failure = {}
+    except loop.NonFiniteError as e:  # e.g. fp16 overflow at an early checkpoint: record it, go on
+        results = {}
+        failure = {"status": "failed", "reason": str(e),
+                   "suggestion": "runner.dtype=float32" if cfg.runner.dtype != "float32" else
+                   "check this checkpoint's weights for inf/NaN"}
     del model
     gc.collect()
     heads = store.heads_frame(results, layout.n_layers, layout.n_heads)
     summary = {
+        **failure,
         "scalars": store.flat_scalars(results),
         "info": {f"{name}.{k}": v for name, r in results.items() for k, v in r.info.items()},
         "provenance": {

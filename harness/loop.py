@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from harness.data import ProbeBatch
 from harness.engine import Engine, Needs
+from harness.errors import HarnessError
 from harness.memory import auto_batch_size, dtype_nbytes
 from probes.base import Context, Probe, ProbeResult, Step
 
@@ -23,6 +24,10 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
 warnings.filterwarnings("ignore", message=".*predict returned None.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+class NonFiniteError(HarnessError, FloatingPointError):
+    """A forward pass with inf/NaN attention or outputs: the revision is recorded as failed, the sweep goes on."""
+
 
 PRECISION = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
 
@@ -48,6 +53,9 @@ class ProbeModule(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         cap = self.engine.run(batch["input_ids"], self.needs)
+        if not cap.finite:
+            dtype = next(self.model.parameters()).dtype
+            raise NonFiniteError(f"non-finite attention or outputs in batch {batch_idx} ({str(dtype).removeprefix('torch.')})")
         step = Step(cap, batch["index"].cpu().numpy(), batch["input_ids"])
         for p in self.probes:
             p.on_batch(step, self.ctx)

@@ -21,6 +21,8 @@ def trajectory(model_dir: Path) -> Path | None:
     rows, xlabel = [], "training tokens"
     for f in sorted(Path(model_dir).glob("*/summary.json")):
         s = json.loads(f.read_text())
+        if s.get("status") == "failed":  # no numbers (see store.failed)
+            continue
         rows.append((s["provenance"].get("tokens"), s["provenance"].get("step"), s["scalars"]))
     if any(t is None for t, _, _ in rows):  # e.g. local checkpoints without tokens_per_step
         rows, xlabel = [(st, None, s) for _, st, s in rows], "training step"

@@ -116,13 +116,18 @@ def summary(folder: Path) -> dict | None:
     return s
 
 
+def failed(folder: Path) -> bool:
+    s = summary(folder)
+    return bool(s and s.get("status") == "failed")
+
+
 def reusable(folder: Path, repo: str, weights_hash: str | None, probe_hash: str, commit: str | None = None) -> bool:
     """A complete result for the same model, checkpoint and probe config.
 
     The checkpoint matches by `commit` (the hub commit, or a local folder's file fingerprint: both known
     before any download) or by `weights_hash` (known once the files are here)."""
     s = summary(folder)
-    if s is None or s.get("schema") != SCHEMA_VERSION:
+    if s is None or s.get("schema") != SCHEMA_VERSION or s.get("status") == "failed":  # failed: try again
         return False
     prov = s["provenance"]
     if prov.get("repo") != repo or prov.get("probe_hash") != probe_hash:
@@ -131,7 +136,8 @@ def reusable(folder: Path, repo: str, weights_hash: str | None, probe_hash: str,
 
 
 def complete(folder: Path, repo: str, probe_hash: str) -> bool:
-    """Some complete result of this model and probe config (for checking that a whole grid is done)."""
+    """Some complete result of this model and probe config (for checking that a whole grid is done); a revision
+    recorded as failed counts: the analysis leaves it out and lists it."""
     s = summary(folder)
     return bool(s and s.get("schema") == SCHEMA_VERSION and s["provenance"].get("repo") == repo
                 and s["provenance"].get("probe_hash") == probe_hash)

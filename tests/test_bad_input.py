@@ -107,3 +107,38 @@ def test_bad_input_exits_with_one_line(unloadable, override, message):
     if override.startswith("runner.device"):
         assert "devices here: cpu" in lines[0]
     assert snapshot(unloadable) == before
+
+
+def test_nonfinite_revision_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
+    """A checkpoint whose attention overflows (an inf weight, as fp16 gives at early Pythia checkpoints) is
+    recorded as failed with the fix, is not reused as complete, and the findings list it as left out."""
+    import json
+
+    from test_e2e import save_revisions
+    from transformers import AutoModelForCausalLM
+
+    ckpts = tmp_path / "ckpts"
+    save_revisions("gpt_neox", ckpts)
+    model = AutoModelForCausalLM.from_pretrained(ckpts / "step2")
+    with torch.no_grad():
+        model.gpt_neox.layers[0].attention.query_key_value.weight[:8] = float("inf")
+    model.save_pretrained(ckpts / "step2")
+    args = (*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none")
+    proc = harness(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_dir = tmp_path / "results" / "default" / "tiny"
+    bad = json.loads((model_dir / "step2" / "summary.json").read_text())
+    assert bad["status"] == "failed" and "non-finite" in bad["reason"] and bad["scalars"] == {}
+    assert bad["provenance"]["revision"] == "step2" and bad["suggestion"]
+    assert "step2: failed: non-finite" in proc.stdout + proc.stderr
+    for ok in ("step0", "step6"):
+        assert "status" not in json.loads((model_dir / ok / "summary.json").read_text())
+    findings = json.loads((model_dir / "findings.json").read_text())
+    assert findings["revisions"] == ["step0", "step6"]
+    assert any(s.startswith("step2 (failed: non-finite") for s in findings["skipped"])
+
+    again = harness(*args)  # the good revisions are reused, the failed one is tried again
+    assert again.returncode == 0, again.stderr[-3000:]
+    logs = again.stdout + again.stderr
+    assert "tiny step0: reusing" in logs and "tiny step6: reusing" in logs and "tiny step2: reusing" not in logs
+    assert "step2: failed" in logs

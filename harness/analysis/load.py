@@ -31,9 +31,12 @@ def revisions(model_dir: Path) -> tuple[list[Revision], list[str]]:
     """(the revisions to analyse in order, the names left out with the reason)."""
     kept, skipped = [], []
     for f in sorted(Path(model_dir).glob("*/summary.json")):
-        prov = json.loads(f.read_text()).get("provenance", {})
+        s = json.loads(f.read_text())
+        prov = s.get("provenance", {})
         name = prov.get("revision") or f.parent.name
-        if prov.get("step") is None:
+        if s.get("status") == "failed":
+            skipped.append(f"{name} (failed: {s.get('reason')}; try {s.get('suggestion')})")
+        elif prov.get("step") is None:
             skipped.append(f"{name} (no step)")  # e.g. an annealed `main`
         elif prov.get("duplicate_of"):
             skipped.append(f"{name} (duplicate of {prov['duplicate_of']})")
