@@ -142,3 +142,19 @@ def test_nonfinite_revision_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     logs = again.stdout + again.stderr
     assert "tiny step0: reusing" in logs and "tiny step6: reusing" in logs and "tiny step2: reusing" not in logs
     assert "step2: failed" in logs
+
+
+def test_secrets_never_reach_a_written_file(tmp_path):
+    """A planted W&B key and hub token appear in no file the job writes (results, Hydra logs, the W&B run)."""
+    ckpts = tmp_path / "ckpts"
+    tiny_model("gpt_neox").save_pretrained(ckpts / "step0")
+    wandb_key, hf_token = "0123456789abcdef" * 2 + "feedface", "hf_PlantedTokenForTheLeakTest0123"
+    env = {"WANDB_API_KEY": wandb_key, "HF_TOKEN": hf_token, "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"),
+           "WANDB_DATA_DIR": str(tmp_path / "wandb_data"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config")}
+    proc = harness(*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=wandb", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "ckpts" not in p.parts]
+    assert any("wandb_runs" in p.parts for p in written) and any(p.name == "summary.json" for p in written)
+    for secret in (wandb_key, hf_token):
+        leaks = [str(p) for p in written if secret.encode() in p.read_bytes()]
+        assert not leaks and secret not in proc.stdout + proc.stderr, leaks
