@@ -73,7 +73,8 @@ def test_induction_forms_inside_the_grid(trajectory):
     assert i is not None and 0 < i < len(rows) - 1, f"formation at revision {i} of {len(rows)}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3: no shipped recipe forms BOS-classified heads on the probe batch yet")
+@pytest.mark.xfail(strict=True, reason="issue 14 (embedded sinks): no shipped recipe forms BOS-classified heads on the "
+                   "probe batch after the circuit yet")
 def test_bos_heads_form_after_the_circuit_outside_layer_0(trajectory):
     _, _, rows = trajectory
     final = rows[-1]["first_token"] >= 30
