@@ -22,6 +22,9 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # job.run's finally has closed the W&B run; every stored result is complete
+        print("interrupted: finished revisions are stored; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

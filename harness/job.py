@@ -48,6 +48,7 @@ def run(cfg: DictConfig) -> dict:
     probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype})
     repo = model_cfg["repo"]
     folder = lambda name: store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], name)
+    store.check_writable(folder(""))  # a read-only or full results folder: one line now, not after the probing
     # Reuse is decided before any download: by the commit a revision's branch points at (a local folder's
     # file fingerprint), known from the refs. The rest is prefetched; see the lock below for the race.
     ids = {r.name: checkpoints.checkpoint_id(cfg.model, r) for r in grid}

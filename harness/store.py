@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.errors import HarnessError
 from harness.locks import flock
 from harness.provenance import file_sha256 as _sha256
 
@@ -32,6 +33,24 @@ DIE_AFTER_ENV = "CT_TEST_DIE_AFTER"  # test hook, see write()
 _writes = 0  # results written by this process (for the test hook)
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: mkstemp creates files 0600, a store shared by a team needs the usual mode
+
+
+class StoreError(HarnessError, OSError):
+    """The result store cannot be written (read-only, a file in the way, disk full)."""
+
+
+def check_writable(folder: Path, probe_bytes: int = 1 << 16) -> None:
+    """Fail before any work when `folder` cannot take a result: create it and write (then delete) a probe file
+    about the size of a small result, so a full disk is found before hours of probing, not after."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.") as f:
+            f.write(b"\0" * probe_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise StoreError(f"cannot write results to {folder}: {e.strerror or e}; free space there or set "
+                         "paths.results_dir to a writable folder") from None
 
 
 def revision_dir(results_dir, experiment: str, model: str, revision: str) -> Path:
@@ -81,13 +100,17 @@ def write(folder: Path, heads: pd.DataFrame, summary: dict) -> None:
     comes last. A crash at any point leaves the old complete result, no complete result (recomputed by the
     next run), or the new one, never a new parquet beside an old summary."""
     global _writes
-    (folder / "summary.json").unlink(missing_ok=True)
-    digest = _atomic(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False))
-    # Test hook (tests/test_sweeps.py): CT_TEST_DIE_AFTER=<n> SIGKILLs this process in its (n+1)-th write,
-    # between the two files: the worst moment for a crash.
-    if os.environ.get(DIE_AFTER_ENV) and _writes >= int(os.environ[DIE_AFTER_ENV]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    _write_summary(folder, {"schema": SCHEMA_VERSION, **summary, "heads_sha256": digest})
+    try:
+        (folder / "summary.json").unlink(missing_ok=True)
+        digest = _atomic(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False))
+        # Test hook (tests/test_sweeps.py): CT_TEST_DIE_AFTER=<n> SIGKILLs this process in its (n+1)-th write,
+        # between the two files: the worst moment for a crash.
+        if os.environ.get(DIE_AFTER_ENV) and _writes >= int(os.environ[DIE_AFTER_ENV]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        _write_summary(folder, {"schema": SCHEMA_VERSION, **summary, "heads_sha256": digest})
+    except OSError as e:  # a full disk, a lost mount: temporary files are gone (_atomic), no summary marks it done
+        raise StoreError(f"cannot write the result in {folder}: {e.strerror or e}; earlier revisions are kept, "
+                         "this one is recomputed by the next run") from None
     _writes += 1
 
 

@@ -1,6 +1,7 @@
 """Bad input: one line on stderr, exit 2, before any checkpoint is loaded, the result store as it was (issue 13)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,71 @@ def test_secrets_never_reach_a_written_file(tmp_path):
     for secret in (wandb_key, hf_token):
         leaks = [str(p) for p in written if secret.encode() in p.read_bytes()]
         assert not leaks and secret not in proc.stdout + proc.stderr, leaks
+
+
+def test_results_folder_that_cannot_be_written(unloadable, tmp_path):
+    """A file where the results folder should be: one line before any checkpoint is loaded."""
+    (tmp_path / "taken").write_text("not a folder")
+    args = (*common(unloadable, unloadable / "ckpts", "tiny", probe="selectivity"), "logger=none")
+    proc = harness(*args, f"paths.results_dir={tmp_path / 'taken'}")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("error: cannot write results to ") and "paths.results_dir" in lines[0]
+    assert "cannot load" not in proc.stderr and (tmp_path / "taken").read_text() == "not a folder"
+
+
+def test_full_disk_stops_with_one_line_and_leaves_nothing_half_written(tmp_path):
+    """A 32 KiB tmpfs as the results folder (mount needs root, as on CI; skipped elsewhere)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        ckpts = tmp_path / "ckpts"
+        tiny_model("gpt_neox").save_pretrained(ckpts / "step0")
+        proc = harness(*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none",
+                       f"paths.results_dir={disk}")
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert "No space left on device" in lines[0]
+        assert not [p for p in disk.rglob("*") if p.is_file()]  # no temporary or partial file left
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_ctrl_c_stops_quickly_closes_the_run_and_keeps_the_store_consistent(tmp_path):
+    """SIGINT mid-sweep: exit 130 within seconds, one line, the W&B run finished, every stored result complete."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_e2e import ROOT, save_revisions
+
+    from harness import store
+    from harness.wandb_offline import find_runs, read_run
+
+    ckpts = tmp_path / "ckpts"
+    save_revisions("gpt_neox", ckpts, steps=(0, 1, 2, 3, 4, 5))
+    args = [a for a in common(tmp_path, ckpts, "tiny", probe="selectivity") if not a.startswith("data.n=")]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, "data.n=600"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WANDB_SILENT": "true"})
+    model_dir = tmp_path / "results" / "default" / "tiny"
+    deadline = time.time() + 300
+    while not (model_dir / "step0" / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    out, err = proc.communicate(timeout=60)
+    took = time.time() - t0
+    assert proc.returncode == 130 and took < 5, (proc.returncode, took, err[-2000:])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["interrupted: finished revisions are stored; run the same command again to resume"], err
+    done = [d for d in model_dir.iterdir() if (d / "summary.json").exists()]
+    assert done and len(done) < 6
+    assert all(store.summary(d) is not None for d in done)  # each summary names the parquet beside it
+    (run,) = find_runs(tmp_path / "wandb_runs")
+    assert read_run(run).complete  # the run was finished, not abandoned
