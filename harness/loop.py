@@ -10,6 +10,7 @@ import warnings
 from collections import defaultdict
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data import ProbeBatch
@@ -18,6 +19,7 @@ from harness.errors import HarnessError
 from harness.memory import auto_batch_size, dtype_nbytes
 from probes.base import Context, Probe, ProbeResult, Step
 
+log = logging.getLogger("harness.loop")
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 # Probes accumulate state instead of returning predictions, and the batches live in memory.
@@ -51,14 +53,31 @@ class ProbeModule(L.LightningModule):
         self.model = engine.model  # a submodule, so Lightning places it on the device
         self.engine, self.needs, self.probes, self.ctx = engine, needs, probes, ctx
 
+    rows = None  # after an out-of-memory error: the most rows one forward pass may take
+
     def predict_step(self, batch, batch_idx):
-        cap = self.engine.run(batch["input_ids"], self.needs)
-        if not cap.finite:
-            dtype = next(self.model.parameters()).dtype
-            raise NonFiniteError(f"non-finite attention or outputs in batch {batch_idx} ({str(dtype).removeprefix('torch.')})")
-        step = Step(cap, batch["index"].cpu().numpy(), batch["input_ids"])
-        for p in self.probes:
-            p.on_batch(step, self.ctx)
+        ids, index = batch["input_ids"], batch["index"]
+        start = 0
+        while start < len(ids):
+            end = start + (self.rows or len(ids))
+            try:
+                cap = self.engine.run(ids[start:end], self.needs)
+            except torch.OutOfMemoryError:
+                if end - start == 1:
+                    raise
+                self.rows = (end - start) // 2  # and for the rest of this checkpoint: no retry per batch
+                log.warning("out of memory on a batch of %d: continuing with batches of %d (runner.batch_size)",
+                            end - start, self.rows)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            if not cap.finite:
+                dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+                raise NonFiniteError(f"non-finite attention or outputs in batch {batch_idx} ({dtype})")
+            step = Step(cap, index[start:end].cpu().numpy(), ids[start:end])
+            for p in self.probes:
+                p.on_batch(step, self.ctx)
+            start = end
 
 
 def group_by_batch(probes: list[Probe], shared: ProbeBatch, ctx: Context) -> list[tuple[ProbeBatch, list[Probe]]]:

@@ -1,6 +1,7 @@
 """auto_batch_size: at least 1, monotone in free memory and sequence length, and its batch really fits."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from conftest import tiny_model
 from torch.profiler import ProfilerActivity, profile
@@ -75,3 +76,39 @@ def test_helpers():
     n = sum(p.numel() for p in model.parameters())
     assert _weights_to_place(model, torch.device("cpu"), 4) == 0  # already there
     assert _weights_to_place(model, torch.device("cuda"), 2) >= 2 * n  # still to be placed on the GPU
+
+
+def test_out_of_memory_halves_the_batch_and_the_revision_goes_on(caplog):
+    """A device that fits 4 sequences (a pre-hook raises torch's OutOfMemoryError above that, where a GPU would):
+    a batch of 16 is halved until it fits, the log says so, and the results equal a run at batch size 4."""
+    import copy
+    import logging
+    from types import SimpleNamespace
+
+    from harness import loop
+    from harness.arch import head_layout
+    from harness.data import induction_batch
+    from probes.base import Context
+    from probes.selectivity import Selectivity
+
+    def run(model, batch_size):
+        batch = induction_batch(n=30, seq_len=64, vocab_lo=5, vocab_hi=97)
+        ctx = Context(head_layout(model.config), batch, {"name": "tiny"})
+        runner = SimpleNamespace(device="cpu", dtype="float32", batch_size=batch_size, progress_bar=False)
+        return loop.run_checkpoint(model, loop.group_by_batch([Selectivity()], batch, ctx), model_cfg={"name": "tiny"},
+                                   revision="r", runner=runner)["selectivity"].heads
+
+    def fits_four(module, args, kwargs):
+        if kwargs["input_ids"].shape[0] > 4:
+            raise torch.OutOfMemoryError("simulated: 4 sequences fit")
+
+    model = tiny_model("gpt_neox")
+    want = run(copy.deepcopy(model), 4)
+    model.base_model.register_forward_pre_hook(fits_four, with_kwargs=True)
+    with caplog.at_level(logging.WARNING, logger="harness.loop"):
+        got = run(model, 16)
+    for k in ("induction", "first_token", "previous_token"):
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6)
+    halvings = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert halvings == ["out of memory on a batch of 16: continuing with batches of 8 (runner.batch_size)",
+                        "out of memory on a batch of 8: continuing with batches of 4 (runner.batch_size)"]
