@@ -16,6 +16,7 @@ Logged once at the end (see `Tracker.log_findings`; no per-revision table keys, 
 from __future__ import annotations
 
 import configparser
+import functools
 import json
 import logging
 import math
@@ -188,6 +189,21 @@ def _layer_image(grid: np.ndarray, model: str):
 
 # ----------------------------------------------------------------------------------------------- trackers
 
+def _survives_wandb(method):
+    """Tracking never stops a job: if W&B fails mid-run (its service process died, a full disk under its dir),
+    warn once and stop tracking; the result store, written first, is complete either way."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure inside wandb
+            if self.mode != "disabled":
+                log.warning("wandb stopped working (%s: %s); tracking is off for the rest of this job, the result "
+                            "store is complete", type(e).__name__, (str(e).splitlines() or [""])[0][:200])
+            self.mode, self._broken = "disabled", True
+    return wrapper
+
+
 class NullTracker:
     """logger=none: accepts the same arguments and calls, records nothing."""
 
@@ -220,7 +236,7 @@ class Tracker:
         import wandb  # imported here so that logger=none never pays for it
 
         self._wandb = wandb
-        self._finished = False
+        self._finished = self._broken = False
         self._heatmap = HeatmapRenderer()
         self.group, self.name = group, name
         root = Path(dir).expanduser().resolve()
@@ -258,12 +274,15 @@ class Tracker:
 
     @property
     def url_or_path(self) -> str:
+        if self._broken:
+            return f"{self._run_dir} (incomplete: wandb stopped mid-job; the result store has everything)"
         if self.mode == "disabled":
             return "not tracked (wandb disabled)"
         if self.mode == "online" and getattr(self.run, "url", None):
             return self.run.url
         return f"{self._run_dir} (offline; upload with: wandb sync {self._run_dir})"
 
+    @_survives_wandb
     def log_revision(self, *, revision: str, step: int | None, tokens: int | None, scalars: dict,
                      heads, parquet_path, provenance: dict) -> None:
         """One history row (tokens, step, scalars + heads table + heatmaps) and one artifact for a revision."""
@@ -306,6 +325,7 @@ class Tracker:
                                                          caption=revision)
         return out
 
+    @_survives_wandb
     def log_findings(self, findings: dict, trajectory) -> None:
         """The model's findings (harness.analysis) at the end of the job: summary values, a `findings` table,
         ONE `trajectory` table and the F1 layer x revision image, in one history row (W&B files it at the last
@@ -340,6 +360,10 @@ class Tracker:
         self._finished = True
         self._heatmap = HeatmapRenderer()  # drop the cached figures
         try:
-            self.run.finish(exit_code=exit_code)
+            if not self._broken:
+                self.run.finish(exit_code=exit_code)
         finally:
-            self._wandb.teardown()
+            try:
+                self._wandb.teardown()
+            except Exception as e:  # noqa: BLE001 - a dead service cannot be torn down; nothing is left to save
+                log.debug("wandb teardown: %s", e)

@@ -227,3 +227,36 @@ def test_ctrl_c_stops_quickly_closes_the_run_and_keeps_the_store_consistent(tmp_
     assert all(store.summary(d) is not None for d in done)  # each summary names the parquet beside it
     (run,) = find_runs(tmp_path / "wandb_runs")
     assert read_run(run).complete  # the run was finished, not abandoned
+
+
+def test_wandb_service_dying_mid_run_does_not_stop_the_job(tmp_path):
+    """Kill wandb-core after the first revision: one warning, the job finishes, every revision is stored."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_e2e import ROOT, save_revisions
+
+    from harness import store
+
+    ckpts = tmp_path / "ckpts"
+    save_revisions("gpt_neox", ckpts, steps=(0, 1, 2, 3))
+    args = [a for a in common(tmp_path, ckpts, "tiny", probe="selectivity") if not a.startswith("data.n=")]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, "data.n=400"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WANDB_SILENT": "true"})
+    model_dir = tmp_path / "results" / "default" / "tiny"
+    deadline = time.time() + 300
+    while not (model_dir / "step0" / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the job ended before W&B could be killed"
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    cores = [pid for pid in children if "wandb-core" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    assert cores, "no wandb-core service under the job"
+    for pid in cores:
+        os.kill(int(pid), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert (out + err).count("wandb stopped working") == 1 and "Traceback" not in err
+    assert all(store.summary(model_dir / f"step{s}") is not None for s in (0, 1, 2, 3))
+    assert (model_dir / "findings.json").exists()
