@@ -29,7 +29,7 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], *launchers.expand_shards(sys.argv[1:])]  # revisions.shard="range(0,4)/4"
-    problem = launchers.missing_plugin(sys.argv[1:])
+    problem = launchers.unknown_option(sys.argv[1:]) or launchers.missing_plugin(sys.argv[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -4,8 +4,12 @@ Kept free of heavy imports: `python -m harness` runs this before composing anyth
 """
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import re
+from pathlib import Path
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # hydra/launcher=<name> -> (the plugin module it needs, the extra that installs it, the plugin's package)
 PLUGINS = {
@@ -51,3 +55,26 @@ def expand_shards(args: list[str]) -> list[str]:
             a = f"{key}=" + ",".join(f"{i}/{n}" for i in range(lo, hi)) if hi > lo else a
         out.append(a)
     return out
+
+
+_GROUP = re.compile(r"^\+*([a-z_]+(?:/[a-z_]+)?)=([^=]+)$")
+
+
+def unknown_option(args: list[str]) -> str | None:
+    """One line for `group=option` naming an option that has no conf/<group>/<option>.yaml (Hydra prints the
+    whole search path over many lines): the closest name and the valid ones. Sweeps (a,b) and lists ([a,b])
+    are checked item by item; launcher names are missing_plugin's business."""
+    for a in args:
+        m = _GROUP.match(a)
+        if not m or m.group(1) == "hydra/launcher" or not (CONF / m.group(1)).is_dir():
+            continue
+        group, value = m.group(1), m.group(2).strip()
+        if any(t in value for t in ("${", "(", "null")):  # interpolations, sweep functions, unsetting
+            continue
+        valid = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        for name in filter(None, (v.strip() for v in value.strip("[]").split(","))):
+            if name not in valid:
+                near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+                hint = f"did you mean {near[0]}? " if near else ""
+                return f"{group}={name}: no such option ({hint}valid: {', '.join(valid)})"
+    return None
