@@ -1,6 +1,8 @@
 """Load one checkpoint through the standard `from_pretrained(repo_or_path, revision=...)` path."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
@@ -44,6 +46,19 @@ def target_device(requested: str) -> str:
     return want
 
 
+def _weights(folder) -> str:
+    """The weight files of a checkpoint folder, named in errors (a corrupt one is usually a partial download)."""
+    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("pytorch_model*.bin"))
+    return ", ".join(map(str, files)) if files else str(folder)
+
+
+def _refetch(resolved) -> str:
+    if resolved.hub_revision is None:  # a local folder: only its owner can rewrite it
+        return "re-save that checkpoint (save_pretrained) or remove the folder"
+    return (f"download it again: hf download {resolved.source} --revision {resolved.hub_revision} "
+            "--force-download")
+
+
 def load(resolved, dtype: str, model_name: str, device: str = "cpu"):
     """safetensors weights straight into `dtype` on `device` (no float32 or CPU copy first), capture attention on."""
     if dtype not in DTYPES:
@@ -58,6 +73,7 @@ def load(resolved, dtype: str, model_name: str, device: str = "cpu"):
         )
     except Exception as e:  # corrupt or partial files surface as many exception types
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot load {model_name} revision {resolved.name} from {resolved.path}: {msg}") from e
+        raise CheckpointError(f"cannot load {model_name} revision {resolved.name} from {_weights(resolved.path)}: "
+                              f"{msg}; {_refetch(resolved)}") from e
     arch_of(model.config)  # unsupported architectures fail here, with the valid choices
     return model.eval()

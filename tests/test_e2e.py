@@ -127,5 +127,6 @@ def test_corrupt_checkpoint_fails_short_and_keeps_earlier_results(tmp_path):
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a truncated download
     proc = harness(*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "step2" in proc.stderr and "cannot load" in proc.stderr
+    assert "step2" in proc.stderr and "cannot load" in proc.stderr and str(weights) in proc.stderr
+    assert "re-save that checkpoint" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "results" / "default" / "tiny" / "step0" / "summary.json").exists()
