@@ -193,28 +193,37 @@ def test_full_disk_stops_with_one_line_and_leaves_nothing_half_written(tmp_path)
         subprocess.run(["umount", str(disk)], check=False)
 
 
-def test_ctrl_c_stops_quickly_closes_the_run_and_keeps_the_store_consistent(tmp_path):
-    """SIGINT mid-sweep: exit 130 within seconds, one line, the W&B run finished, every stored result complete."""
-    import signal
+def job_after_first_revision(tmp_path, steps: int, n: int):
+    """A running `python -m harness` job (logger=wandb, offline) over `steps` tiny revisions, returned once its
+    first revision is stored: the moment to interrupt it. Returns (process, model results folder)."""
     import subprocess
     import sys
     import time
 
     from test_e2e import ROOT, save_revisions
 
-    from harness import store
-    from harness.wandb_offline import find_runs, read_run
-
     ckpts = tmp_path / "ckpts"
-    save_revisions("gpt_neox", ckpts, steps=(0, 1, 2, 3, 4, 5))
+    save_revisions("gpt_neox", ckpts, steps=tuple(range(steps)))
     args = [a for a in common(tmp_path, ckpts, "tiny", probe="selectivity") if not a.startswith("data.n=")]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, "data.n=600"], cwd=ROOT, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, f"data.n={n}"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WANDB_SILENT": "true"})
     model_dir = tmp_path / "results" / "default" / "tiny"
     deadline = time.time() + 300
     while not (model_dir / "step0" / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the job ended before it could be interrupted"
+    return proc, model_dir
+
+
+def test_ctrl_c_stops_quickly_closes_the_run_and_keeps_the_store_consistent(tmp_path):
+    """SIGINT mid-sweep: exit 130 within seconds, one line, the W&B run finished, every stored result complete."""
+    import signal
+    import time
+
+    from harness import store
+    from harness.wandb_offline import find_runs, read_run
+
+    proc, model_dir = job_after_first_revision(tmp_path, steps=6, n=600)
     proc.send_signal(signal.SIGINT)
     t0 = time.time()
     out, err = proc.communicate(timeout=60)
@@ -233,23 +242,10 @@ def test_wandb_service_dying_mid_run_does_not_stop_the_job(tmp_path):
     """Kill wandb-core after the first revision: one warning, the job finishes, every revision is stored."""
     import signal
     import subprocess
-    import sys
-    import time
-
-    from test_e2e import ROOT, save_revisions
 
     from harness import store
 
-    ckpts = tmp_path / "ckpts"
-    save_revisions("gpt_neox", ckpts, steps=(0, 1, 2, 3))
-    args = [a for a in common(tmp_path, ckpts, "tiny", probe="selectivity") if not a.startswith("data.n=")]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *args, "data.n=400"], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WANDB_SILENT": "true"})
-    model_dir = tmp_path / "results" / "default" / "tiny"
-    deadline = time.time() + 300
-    while not (model_dir / "step0" / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the job ended before W&B could be killed"
+    proc, model_dir = job_after_first_revision(tmp_path, steps=4, n=400)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     cores = [pid for pid in children if "wandb-core" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
     assert cores, "no wandb-core service under the job"
