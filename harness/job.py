@@ -99,11 +99,11 @@ def run(cfg: DictConfig) -> dict:
             print(f"W&B run: {tracker.url_or_path}")
             return outputs
         store.mark_duplicates([folder(r.name) for r in full])  # across shards: weights equal to an earlier revision
-        plot = plots.trajectory(model_dir)
-        if plot:
-            print(f"plot:    {plot}")
         findings = analyze(model_dir, cfg.analysis)
         if findings:
+            plot = plots.trajectory(model_dir, findings)  # the analysis has read the store once already
+            if plot:
+                print(f"plot:    {plot}")
             tracker.log_findings(findings, analysis.load_findings(model_dir)[1])
             print("\n".join(findings["summary"]))
             print(f"findings: {model_dir / 'findings.json'}")

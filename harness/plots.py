@@ -1,7 +1,6 @@
-"""Trajectory plots from the result store: scalar metrics against training tokens."""
+"""A model's trajectory as a PNG: its findings' per-revision series against training tokens (or steps)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -9,38 +8,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = (  # (metric, label, log y)
-    ("selectivity.induction_max", "max induction selectivity (x)", True),
-    ("selectivity.n_induction", "induction-circuit heads (>= 50x)", False),
-    ("selectivity.bos_fraction", "BOS-classified fraction", False),
+PANELS = (  # (findings series, label, log y)
+    ("induction_max", "max induction selectivity (x)", True),
+    ("n_induction", "induction-circuit heads (>= 50x)", False),
+    ("bos_fraction", "BOS-classified fraction", False),
 )
 
 
-def trajectory(model_dir: Path) -> Path | None:
-    """Plot every revision summary under <results>/<experiment>/<model>/ into trajectory.png."""
-    rows, xlabel = [], "training tokens"
-    for f in sorted(Path(model_dir).glob("*/summary.json")):
-        s = json.loads(f.read_text())
-        if s.get("status") == "failed":  # no numbers (see store.failed)
-            continue
-        rows.append((s["provenance"].get("tokens"), s["provenance"].get("step"), s["scalars"]))
-    if any(t is None for t, _, _ in rows):  # e.g. local checkpoints without tokens_per_step
-        rows, xlabel = [(st, None, s) for _, st, s in rows], "training step"
-    rows = sorted(((x, s) for x, _, s in rows if x is not None), key=lambda r: r[0])
-    panels = [p for p in PANELS if any(p[0] in s for _, s in rows)]
-    if len(rows) < 2 or not panels:
+def trajectory(model_dir: Path, findings: dict) -> Path | None:
+    """trajectory.png beside findings.json: the same revisions (in order, duplicates left out) as the analysis."""
+    by_tokens = all(t is not None for t in findings["tokens"])
+    x = findings["tokens"] if by_tokens else findings["steps"]
+    if len(x) < 2:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
-    for ax, (key, label, logy) in zip(axes[0], panels):
-        pts = [(max(x, 1), s[key]) for x, s in rows if key in s]  # step 0 drawn at 1 on the log axis
-        ax.plot(*zip(*pts), marker="o")
+    x = [max(v, 1) for v in x]  # step 0 drawn at 1 on the log axis
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2), squeeze=False)
+    for ax, (key, label, logy) in zip(axes[0], PANELS):
+        ax.plot(x, findings[key], marker="o")
         ax.set_xscale("log")
         ax.set_yscale("log" if logy else "linear")
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel("training tokens" if by_tokens else "training step")
         ax.set_title(label, fontsize=9)
-    if any(k == "selectivity.induction_max" for k, *_ in panels):
-        axes[0][0].axhline(50, color="grey", ls="--", lw=0.8)
-    fig.suptitle(Path(model_dir).name)
+    axes[0][0].axhline(findings["rules"]["induction"], color="grey", ls="--", lw=0.8)
+    fig.suptitle(findings["model"])
     fig.tight_layout()
     out = Path(model_dir) / "trajectory.png"
     fig.savefig(out, dpi=110)
