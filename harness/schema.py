@@ -4,7 +4,9 @@ line naming the key, the value and what is allowed, e.g. `runner.batch_size=-3: 
 
 Runner, data and paths have fixed schemas (pydantic). Probe plug-ins and the analysis rules are checked
 against their constructor's signature: an option's default says its type (a float default takes any number,
-an int default an integer >= 0, a bool default true/false), so a new probe is covered without editing this file.
+an int default an integer >= 0, a bool default true/false); an option whose default is None, or whose choices are
+a `Literal`, says it with its annotation (`n: int | None = None`, `positions: Literal["last", "all"] = "last"`),
+so a new probe is covered without editing this file.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import difflib
 import inspect
 import math
 import re
-from typing import Annotated, Any
+import typing
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -106,9 +109,15 @@ def _closest(word: str, choices) -> str:
     return f"; did you mean {near[0]}?" if near else ""
 
 
-def like_default(key: str, value, default) -> None:
-    """A value of the type its default has (only numbers, bools and lists of numbers are checked)."""
-    if isinstance(default, bool):
+def like_default(key: str, value, default, annotation=inspect.Parameter.empty) -> None:
+    """A value of the type its default has (only numbers, bools and lists of numbers are checked); a None default
+    or a `Literal` annotation defers to the annotation."""
+    if typing.get_origin(annotation) is Literal:
+        if value not in typing.get_args(annotation):
+            _fail(key, value, f"must be one of {', '.join(map(str, typing.get_args(annotation)))}")
+    elif default is None:
+        like_annotation(key, value, annotation)
+    elif isinstance(default, bool):
         if not isinstance(value, bool):
             _fail(key, value, "must be true or false")
     elif is_int(default):
@@ -124,9 +133,20 @@ def like_default(key: str, value, default) -> None:
             like_default(f"{key}[{i}]", v, d)
 
 
+def like_annotation(key: str, value, annotation) -> None:
+    """An option that defaults to None: null, or a value of the annotation's scalar type (bool, int or float)."""
+    kinds = [a for a in typing.get_args(annotation) or (annotation,) if a in (bool, int, float)]
+    if value is None or not kinds:
+        return
+    ok = {bool: isinstance(value, bool), int: is_int(value) and value >= 0, float: is_number(value)}
+    if not any(ok[k] for k in kinds):
+        allowed = {bool: "true or false", int: "an integer >= 0", float: "a number"}
+        _fail(key, value, f"must be {' or '.join(allowed[k] for k in kinds)} or null")
+
+
 def check_signature(section: str, target, values: dict, skip=("name",)) -> None:
     """Options of a plug-in (probe, batch builder, analysis rules) against its constructor's parameters."""
-    params = inspect.signature(target).parameters
+    params = inspect.signature(target, eval_str=True).parameters
     open_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     known = [k for k, p in params.items() if k not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     for key, value in values.items():
@@ -137,7 +157,7 @@ def check_signature(section: str, target, values: dict, skip=("name",)) -> None:
                 _fail(f"{section}.{key}", value, f"unknown option of {getattr(target, '__name__', target)}"
                       f"{_closest(key, known)} (valid: {', '.join(known)})")
             continue
-        like_default(f"{section}.{key}", value, params[key].default)
+        like_default(f"{section}.{key}", value, params[key].default, params[key].annotation)
 
 
 def _target(section: str, values: dict):

@@ -7,6 +7,8 @@ and a running sum of z, so the N x d_head rows are never kept.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
@@ -26,7 +28,7 @@ class ParticipationRatio(Probe):
 
     columns = ("entropy", "classic")
 
-    def __init__(self, name="pr", positions="last", n=None):
+    def __init__(self, name="pr", positions: Literal["last", "all"] = "last", n: int | None = None):
         super().__init__(name)
         if positions not in ("last", "all"):
             raise ValueError(f"pr.positions must be 'last' or 'all', got '{positions}'")

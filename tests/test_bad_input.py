@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
@@ -39,6 +40,9 @@ def test_shipped_configs_pass(overrides):
     (["data.vocab_lo=x"], "data.vocab_lo=x: must be an integer >= 0"),
     (["probe.selectivity.induction=abc"], "probe.selectivity.induction=abc: must be a number (default 50.0)"),
     (["probe=all", "probe.null.draws=2.5"], "probe.null.draws=2.5: must be an integer >= 0 (default 500)"),
+    (["probe=all", "probe.pr.n=abc"], "probe.pr.n=abc: must be an integer >= 0 or null"),
+    (["probe=all", "probe.pr.positions=first"], "probe.pr.positions=first: must be one of last, all"),
+    (["probe=all", "probe.ablation.per_head=2"], "probe.ablation.per_head=2: must be true or false or null"),
     (["probe=all", "probe.induction_score.lengths=[50,x]"], "probe.induction_score.lengths[1]=x: must be an integer"),
     (["+probe.selectivity.indction=3"], "probe.selectivity.indction=3: unknown option of Selectivity; did you mean "
                                         "induction?"),
@@ -56,12 +60,16 @@ def test_bad_option_is_one_line(overrides, message):
 
 
 def test_new_probe_is_checked_from_its_signature():
-    class Toy:  # any plug-in: its defaults say the types
-        def __init__(self, name=None, level=0.5, count=3, flag=True, names=("a",)):
+    class Toy:  # any plug-in: its defaults say the types; a None default or a choice, its annotation
+        def __init__(self, name=None, level=0.5, count=3, flag=True, names=("a",), limit: int | None = None,
+                     mode: Literal["fast", "exact"] = "fast"):
             pass
 
-    schema.check_signature("probe.toy", Toy, {"level": 2, "count": 0, "flag": False, "names": ["b"]})
-    for key, bad in (("level", "high"), ("count", -1), ("flag", 1), ("other", 1)):
+    schema.check_signature("probe.toy", Toy, {"level": 2, "count": 0, "flag": False, "names": ["b"], "limit": None,
+                                              "mode": "exact"})
+    schema.check_signature("probe.toy", Toy, {"limit": 7})
+    for key, bad in (("level", "high"), ("count", -1), ("flag", 1), ("other", 1), ("limit", "abc"), ("limit", 1.5),
+                     ("mode", "slow")):
         with pytest.raises(schema.ConfigError, match=rf"^probe\.toy\.{key}="):
             schema.check_signature("probe.toy", Toy, {key: bad})
 
