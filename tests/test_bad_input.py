@@ -201,6 +201,46 @@ def test_full_disk_stops_with_one_line_and_leaves_nothing_half_written(tmp_path)
         subprocess.run(["umount", str(disk)], check=False)
 
 
+def test_disk_full_mid_sweep_keeps_every_complete_revision_and_resumes(tmp_path):
+    """A 96 KiB tmpfs passes the start-up check and fills after ~6 revisions, in the middle of a write: one line,
+    every stored revision is a complete pair (its parquet's sha256 in its summary), no temporary file; with space
+    again, the rerun reuses them and computes only the rest."""
+    import hashlib
+    import json
+    import subprocess
+
+    from test_e2e import save_revisions
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        ckpts = tmp_path / "ckpts"
+        save_revisions("gpt_neox", ckpts, steps=tuple(range(8)))
+        args = (*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none", f"paths.results_dir={disk}")
+        proc = harness(*args)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+        assert "No space left on device" in lines[0] and "recomputed by the next run" in lines[0]
+        revs = sorted((disk / "default" / "tiny").glob("step*"))
+        done = [r for r in revs if (r / "summary.json").exists()]
+        assert 0 < len(done) < 8 and not [p for p in disk.rglob(".*") if p.is_file() and p.name != ".lock"]
+        for r in done:
+            digest = hashlib.sha256((r / "heads.parquet").read_bytes()).hexdigest()
+            assert json.loads((r / "summary.json").read_text())["heads_sha256"] == digest
+        kept = {r.name: (r / "summary.json").read_bytes() for r in done}
+
+        subprocess.run(["mount", "-o", "remount,size=10m", str(disk)], check=True)
+        proc = harness(*args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"{len(done)} already in the store" in proc.stdout + proc.stderr
+        assert {n: (disk / "default" / "tiny" / n / "summary.json").read_bytes() for n in kept} == kept
+        assert len(list((disk / "default" / "tiny").glob("step*/summary.json"))) == 8
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
 def job_after_first_revision(tmp_path, steps: int, n: int):
     """A running `python -m harness` job (logger=wandb, offline) over `steps` tiny revisions, returned once its
     first revision is stored: the moment to interrupt it. Returns (process, model results folder)."""
