@@ -256,6 +256,8 @@ class Tracker:
             log.warning("wandb: online init failed (%s: %s); logging offline instead", type(e).__name__,
                         str(e).splitlines()[0][:200] if str(e) else "")
             self.mode = "offline"
+            # wandb's telemetry exporter would report the same refusal again at exit, twice: once is enough.
+            logging.getLogger("opentelemetry").setLevel(logging.CRITICAL)
             self.run = wandb.init(mode="offline", **kwargs)
         self.run.define_metric("tokens")
         self.run.define_metric("*", step_metric="tokens")

@@ -169,6 +169,55 @@ def test_secrets_never_reach_a_written_file(tmp_path):
         assert not leaks and secret not in proc.stdout + proc.stderr, leaks
 
 
+@pytest.fixture
+def refusing_wandb_server():
+    """A local W&B endpoint that refuses every key (HTTP 401), as the real one does for a wrong API key."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def _deny(self):
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"errors":[{"message":"user is not logged in"}]}')
+
+        do_GET = do_POST = _deny
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_wrong_wandb_key_keeps_going_offline_and_says_so_once(tmp_path, refusing_wandb_server):
+    from harness.wandb_offline import find_runs, read_run
+
+    ckpts = tmp_path / "ckpts"
+    for step in (0, 1):
+        tiny_model("gpt_neox").save_pretrained(ckpts / f"step{step}")
+    wrong_key = "0123456789abcdef" * 2 + "deadbeef"
+    env = {"WANDB_API_KEY": wrong_key, "WANDB_BASE_URL": refusing_wandb_server, "WANDB_MODE": "",
+           "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"), "WANDB_DATA_DIR": str(tmp_path / "wandb_data"),
+           "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config")}
+    proc = harness(*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=wandb", "logger.mode=online",
+                   env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = proc.stdout + proc.stderr
+    said = [line for line in logs.splitlines() if "online init failed" in line]
+    assert len(said) == 1 and "logging offline instead" in said[0], logs[-3000:]
+    assert "Traceback" not in logs and "opentelemetry" not in logs
+    assert len(list((tmp_path / "results").rglob("summary.json"))) == 2
+    runs = find_runs(tmp_path / "wandb_runs")
+    assert len(runs) == 1 and "offline-run-" in str(runs[0])
+    assert len([r for r in read_run(runs[0]).history if "selectivity.n_valid" in r]) == 2  # kept for `wandb sync`
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "ckpts" not in p.parts]
+    assert not [str(p) for p in written if wrong_key.encode() in p.read_bytes()]
+
+
 def test_results_folder_that_cannot_be_written(unloadable, tmp_path):
     """A file where the results folder should be: one line before any checkpoint is loaded."""
     (tmp_path / "taken").write_text("not a folder")
