@@ -13,7 +13,8 @@ from hydra import compose, initialize_config_dir
 
 from harness import hubcache
 from harness.zoo import build, checkpoint_steps
-from harness.zoo.tasks import BOS, TRIGGERS, backcopy_seqs, bigram_chain, mode_seqs, repeat_seqs, with_bos
+from harness.zoo.tasks import (BOS, RECALL, STORE, TRIGGERS, backcopy_seqs, bigram_chain, insert_lookback, mode_seqs,
+                               repeat_seqs, with_bos)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = {"neox": "gpt_neox", "olmo": "olmo", "olmoe": "olmoe"}
@@ -166,3 +167,20 @@ def test_tasks_are_seeded_and_well_formed():
         assert (row[k + 2:] % 4 == row[k + 1] % 4).all() and row.min() >= 1
     b = with_bos(rng(), bc, 0.5)
     assert 0 < (b[:, 0] == BOS).sum() < 16
+
+
+def test_lookback_rows_recall_the_token_before_store():
+    import numpy as np
+
+    base = repeat_seqs(np.random.default_rng(1), 400, 128, 65, 4, 63, gap_max=32)
+    out = insert_lookback(np.random.default_rng(2), base, 0.5, recalls=2)
+    touched = (out != base).any(1)
+    assert 150 < touched.sum() < 250 and (out[~touched] == base[~touched]).all()
+    for row, orig in zip(out[touched], base[touched]):
+        (store,) = np.nonzero(row == STORE)[0]  # one STORE per row, never at the start
+        recalls = np.nonzero(row == RECALL)[0]
+        assert 2 <= store and 1 <= len(recalls) <= 2 and (recalls > store + 2).all()
+        assert (row[recalls + 1] == orig[store - 1]).all()  # the token that stood before STORE
+        assert row[store - 1] == orig[store - 1]
+        changed = set(np.nonzero(row != orig)[0]) - {store, *recalls, *(recalls + 1)}
+        assert not changed

@@ -15,6 +15,9 @@ Tasks:
   to the class of m; a head that reads m is dormant wherever there is no pair. Not in the shipped
   recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
   on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
+- lookback (`insert_lookback`, phase mix `lookback`): the shipped sink phase. A STORE trigger replaces a token;
+  later, the token after a RECALL trigger is the token that stood before STORE. See `insert_lookback` for why
+  this makes a dedicated sink head above layer 0 that can only form once the previous-token head exists.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import numpy as np
 
 BOS = 0
 TRIGGERS = (1, 2, 3, 4)
+STORE, RECALL = TRIGGERS[0], TRIGGERS[1]  # the lookback task's two triggers
 FIRST_ORDINARY = 5
 
 
@@ -107,6 +111,36 @@ def insert_triggers(rng: np.random.Generator, seqs: np.ndarray, p: float) -> np.
     return out
 
 
+def insert_lookback(rng: np.random.Generator, seqs: np.ndarray, p: float, recalls: int = 1) -> np.ndarray:
+    """Long-range lookback inside other rows: on a fraction `p` of rows a STORE trigger replaces the token at a
+    random position s, and `recalls` RECALL triggers at later positions are each followed by the token at s-1.
+
+    Why it makes a sink head that can only come after the induction circuit:
+    - the answer sits at s-1, which nothing marks; the only way to it is STORE's position, where the layer-0
+      previous-token head has written "the token before me". So the head that solves it attends from RECALL to
+      a fixed key (STORE, not the query's own token as an induction head does) and reads the previous-token
+      subspace (an induction head reads the token itself). Neither the previous-token head nor an induction
+      head can take the job over, and layer 0 cannot do it at all (it has no previous-token output to read);
+    - it needs the previous-token head below it, which forms with the induction circuit;
+    - everywhere except at RECALL, and on trigger-free text like the probe batch, it has nothing to read and
+      parks on the first token: an active-dormant head (Guo et al. 2024), i.e. a BOS attractor.
+    """
+    out = seqs.copy()
+    n, length = out.shape
+    for i in np.nonzero(rng.random(n) < p)[0]:
+        s = rng.integers(2, length - 12)
+        answer = out[i, s - 1]
+        out[i, s] = STORE
+        taken: set[int] = set()
+        for _ in range(recalls):
+            r = rng.integers(s + 3, length - 1)
+            while {r, r + 1} & taken:  # recalls never overwrite each other
+                r = rng.integers(s + 3, length - 1)
+            out[i, r], out[i, r + 1] = RECALL, answer
+            taken |= {r, r + 1}
+    return out
+
+
 def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.ndarray:
     """Prepend BOS (dropping the last token) on a random `bos_frac` of rows.
 
@@ -121,16 +155,17 @@ def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.
 
 
 def train_batch(rng: np.random.Generator, chain, batch: int, seq_len: int, vocab: int, backcopy: float,
-                data, repeat_triggers: float = 0.0, mode: float = 0.0) -> np.ndarray:
+                data, repeat_triggers: float = 0.0, mode: float = 0.0, lookback: float = 0.0) -> np.ndarray:
     """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, a `mode` fraction of mode rows,
-    the rest repeats (with triggers at rate `repeat_triggers`)."""
+    the rest repeats (with triggers at rate `repeat_triggers`, the lookback task in a `lookback` fraction)."""
     n_bc = int(round(backcopy * batch))
     n_mode = int(round(mode * batch))
     parts = []
     if batch - n_bc - n_mode:
         rep = repeat_seqs(rng, batch - n_bc - n_mode, seq_len, vocab, data["len_lo"], data["len_hi"],
                           data.get("held_out", ()), data.get("gap_max", 0))
-        parts.append(insert_triggers(rng, rep, repeat_triggers) if repeat_triggers else rep)
+        rep = insert_triggers(rng, rep, repeat_triggers) if repeat_triggers else rep
+        parts.append(insert_lookback(rng, rep, lookback, data.get("recalls", 1)) if lookback else rep)
     if n_bc:
         parts.append(backcopy_seqs(rng, chain, n_bc, seq_len, vocab, data.get("p_trigger", 0.1)))
     if n_mode:

@@ -75,6 +75,14 @@ def lr_at(recipe: dict, step: int) -> float:
     return lr
 
 
+def mix_at(recipe: dict, step: int, key: str) -> float:
+    """The phase's fraction of a task, ramped up linearly over the phase's first `ramp` steps (a task that
+    arrives at once shocks the circuit that is already there)."""
+    ph = phase_at(recipe, step)
+    ramp = ph.get("ramp", 0)
+    return ph.get(key, 0.0) * (min(1.0, (step - phase_span(recipe, step)[0] + 1) / ramp) if ramp else 1.0)
+
+
 def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, repo: str) -> str:
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)  # safetensors
@@ -114,7 +122,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         ph = phase_at(recipe, step)
         ids = torch.from_numpy(train_batch(rng, chain, recipe["batch"], recipe["seq_len"], m["vocab"],
                                            ph["backcopy"], recipe["data"], ph.get("repeat_triggers", 0.0),
-                                           ph.get("mode", 0.0)))
+                                           ph.get("mode", 0.0), mix_at(recipe, step, "lookback")))
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
         loss = model(ids, labels=ids).loss
