@@ -1,7 +1,9 @@
 """Bad input: one line on stderr, exit 2, before any checkpoint is loaded, the result store as it was (issue 13)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 from typing import Literal
 
@@ -229,15 +231,22 @@ def test_results_folder_that_cannot_be_written(unloadable, tmp_path):
     assert "cannot load" not in proc.stderr and (tmp_path / "taken").read_text() == "not a folder"
 
 
-def test_full_disk_stops_with_one_line_and_leaves_nothing_half_written(tmp_path):
-    """A 32 KiB tmpfs as the results folder (mount needs root, as on CI; skipped elsewhere)."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(disk)], capture_output=True).returncode:
+@contextlib.contextmanager
+def small_disk(folder: Path, kib: int):
+    """A tmpfs of `kib` KiB mounted on `folder` (mount needs root, as on CI; the test is skipped elsewhere)."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_full_disk_stops_with_one_line_and_leaves_nothing_half_written(tmp_path):
+    """A 32 KiB tmpfs as the results folder: the start-up check fails."""
+    with small_disk(tmp_path / "disk", 32) as disk:
         ckpts = tmp_path / "ckpts"
         tiny_model("gpt_neox").save_pretrained(ckpts / "step0")
         proc = harness(*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none",
@@ -246,8 +255,6 @@ def test_full_disk_stops_with_one_line_and_leaves_nothing_half_written(tmp_path)
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
         assert "No space left on device" in lines[0]
         assert not [p for p in disk.rglob("*") if p.is_file()]  # no temporary or partial file left
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_disk_full_mid_sweep_keeps_every_complete_revision_and_resumes(tmp_path):
@@ -256,15 +263,10 @@ def test_disk_full_mid_sweep_keeps_every_complete_revision_and_resumes(tmp_path)
     again, the rerun reuses them and computes only the rest."""
     import hashlib
     import json
-    import subprocess
 
     from test_e2e import save_revisions
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_disk(tmp_path / "disk", 96) as disk:
         ckpts = tmp_path / "ckpts"
         save_revisions("gpt_neox", ckpts, steps=tuple(range(8)))
         args = (*common(tmp_path, ckpts, "tiny", probe="selectivity"), "logger=none", f"paths.results_dir={disk}")
@@ -286,14 +288,11 @@ def test_disk_full_mid_sweep_keeps_every_complete_revision_and_resumes(tmp_path)
         assert f"{len(done)} already in the store" in proc.stdout + proc.stderr
         assert {n: (disk / "default" / "tiny" / n / "summary.json").read_bytes() for n in kept} == kept
         assert len(list((disk / "default" / "tiny").glob("step*/summary.json"))) == 8
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def job_after_first_revision(tmp_path, steps: int, n: int):
     """A running `python -m harness` job (logger=wandb, offline) over `steps` tiny revisions, returned once its
     first revision is stored: the moment to interrupt it. Returns (process, model results folder)."""
-    import subprocess
     import sys
     import time
 
@@ -338,7 +337,6 @@ def test_ctrl_c_stops_quickly_closes_the_run_and_keeps_the_store_consistent(tmp_
 def test_wandb_service_dying_mid_run_does_not_stop_the_job(tmp_path):
     """Kill wandb-core after the first revision: one warning, the job finishes, every revision is stored."""
     import signal
-    import subprocess
 
     from harness import store
 

@@ -13,8 +13,18 @@ from hydra import compose, initialize_config_dir
 
 from harness import hubcache
 from harness.zoo import build, checkpoint_steps
-from harness.zoo.tasks import (BOS, RECALL, STORE, TRIGGERS, backcopy_seqs, bigram_chain, insert_lookback, mode_seqs,
-                               repeat_seqs, with_bos)
+from harness.zoo.tasks import (
+    BOS,
+    RECALL,
+    STORE,
+    TRIGGERS,
+    backcopy_seqs,
+    bigram_chain,
+    insert_lookback,
+    mode_seqs,
+    repeat_seqs,
+    with_bos,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = {"neox": "gpt_neox", "olmo": "olmo", "olmoe": "olmoe"}
