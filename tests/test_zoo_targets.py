@@ -6,8 +6,9 @@ suite that is not built. Targets per suite:
 - final revision: a head with induction selectivity >= 50x and induction score >= 0.4 at a repeat length never
   trained, and a previous-token head (score >= 0.4) in an earlier layer;
 - the induction circuit forms (first revision with a >= 50x head) strictly inside the grid;
-- BOS-classified heads (first-token selectivity >= 30x) at the final revision, none in layer 0, and the first
-  revision with one comes at >= 2x the training tokens of the formation revision.
+- BOS-classified heads (first-token selectivity >= 30x) at the final revision, one of them not an induction-circuit
+  head, none in layer 0 at any revision, and the first revision with one comes at >= 2x the training tokens of the
+  formation revision (strict xfail for the suites in SINKS_PENDING).
 """
 from __future__ import annotations
 
@@ -73,11 +74,17 @@ def test_induction_forms_inside_the_grid(trajectory):
     assert i is not None and 0 < i < len(rows) - 1, f"formation at revision {i} of {len(rows)}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 (embedded sinks): no shipped recipe forms BOS-classified heads on the "
-                   "probe batch after the circuit yet")
-def test_bos_heads_form_after_the_circuit_outside_layer_0(trajectory):
-    _, _, rows = trajectory
-    final = rows[-1]["first_token"] >= 30
+# Suites whose recipe does not yet form BOS heads on the probe batch after the circuit (issue 14): a strict xfail,
+# so a recipe that starts meeting the target has to be moved out of this set.
+SINKS_PENDING = {"neox", "olmo", "olmoe"}
+
+
+def test_bos_heads_form_after_the_circuit_outside_layer_0(trajectory, request):
+    model, _, rows = trajectory
+    if model["name"].removeprefix("zoo-") in SINKS_PENDING:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 14 (embedded sinks): this suite's recipe "
+                                              "forms no BOS-classified head on the probe batch after the circuit"))
+    final = (rows[-1]["first_token"] >= 30) & (rows[-1]["induction"] < 50)  # a sink, not an induction-circuit head
     assert final.any(), f"no BOS-classified head at the final revision: max {rows[-1]['first_token'].max():.1f}x"
     assert not any((r["first_token"][0] >= 30).any() for r in rows), "a BOS-classified head in layer 0"
     first_bos = next(r for r in rows if (r["first_token"] >= 30).any())
