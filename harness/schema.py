@@ -146,7 +146,10 @@ def like_annotation(key: str, value, annotation) -> None:
 
 def check_signature(section: str, target, values: dict, skip=("name",)) -> None:
     """Options of a plug-in (probe, batch builder, analysis rules) against its constructor's parameters."""
-    params = inspect.signature(target, eval_str=True).parameters
+    try:
+        params = inspect.signature(target, eval_str=True).parameters
+    except NameError:  # an annotation that names a type imported only for type checkers: check by defaults only
+        params = inspect.signature(target).parameters
     open_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
     known = [k for k, p in params.items() if k not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     for key, value in values.items():
