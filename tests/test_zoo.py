@@ -20,7 +20,7 @@ from harness.zoo.tasks import (
     TRIGGERS,
     backcopy_seqs,
     bigram_chain,
-    insert_lookback,
+    insert_recall,
     mode_seqs,
     repeat_seqs,
     with_bos,
@@ -179,18 +179,17 @@ def test_tasks_are_seeded_and_well_formed():
     assert 0 < (b[:, 0] == BOS).sum() < 16
 
 
-def test_lookback_rows_recall_the_token_before_store():
+def test_recall_rows_answer_the_class_of_the_stored_token():
     import numpy as np
 
-    base = repeat_seqs(np.random.default_rng(1), 400, 128, 65, 4, 63, gap_max=32)
-    out = insert_lookback(np.random.default_rng(2), base, 0.5, recalls=2)
+    base = repeat_seqs(np.random.default_rng(1), 400, 128, 65, 2, 63, gap_max=32)
+    out = insert_recall(np.random.default_rng(2), base, 65, 0.5, recalls=4)
     touched = (out != base).any(1)
     assert 150 < touched.sum() < 250 and (out[~touched] == base[~touched]).all()
     for row, orig in zip(out[touched], base[touched]):
-        (store,) = np.nonzero(row == STORE)[0]  # one STORE per row, never at the start
+        (store,) = np.nonzero(row == STORE)[0]  # one STORE per row, followed by the stored token
         recalls = np.nonzero(row == RECALL)[0]
-        assert 2 <= store and 1 <= len(recalls) <= 2 and (recalls > store + 2).all()
-        assert (row[recalls + 1] == orig[store - 1]).all()  # the token that stood before STORE
-        assert row[store - 1] == orig[store - 1]
-        changed = set(np.nonzero(row != orig)[0]) - {store, *recalls, *(recalls + 1)}
-        assert not changed
+        v = row[store + 1]
+        assert 2 <= store and 5 <= v < 65 and len(recalls) == 4 and (recalls > store + 2).all()
+        assert (row[recalls + 1] == 5 + (v - 5) % 4).all()  # v's class, written out from the spec
+        assert not set(np.nonzero(row != orig)[0]) - {store, store + 1, *recalls, *(recalls + 1)}

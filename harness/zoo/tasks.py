@@ -15,9 +15,9 @@ Tasks:
   to the class of m; a head that reads m is dormant wherever there is no pair. Not in the shipped
   recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
   on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
-- lookback (`insert_lookback`, phase mix `lookback`): the shipped sink phase. A STORE trigger replaces a token;
-  later, the token after a RECALL trigger is the token that stood before STORE. See `insert_lookback` for why
-  this makes a dedicated sink head above layer 0 that can only form once the previous-token head exists.
+- recall (`insert_recall`, phase mix `recall`): the NeoX sink phase. `STORE v` early in a row; the token after
+  each later RECALL trigger is v's class. See `insert_recall` for why this makes a dedicated sink head above
+  layer 0 that can only form once the previous-token head exists.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 
 BOS = 0
 TRIGGERS = (1, 2, 3, 4)
-STORE, RECALL = TRIGGERS[0], TRIGGERS[1]  # the lookback task's two triggers
+STORE, RECALL = TRIGGERS[0], TRIGGERS[1]  # the recall task's two triggers
 FIRST_ORDINARY = 5
 
 
@@ -111,32 +111,39 @@ def insert_triggers(rng: np.random.Generator, seqs: np.ndarray, p: float) -> np.
     return out
 
 
-def insert_lookback(rng: np.random.Generator, seqs: np.ndarray, p: float, recalls: int = 1) -> np.ndarray:
-    """Long-range lookback inside other rows: on a fraction `p` of rows a STORE trigger replaces the token at a
-    random position s, and `recalls` RECALL triggers at later positions are each followed by the token at s-1.
+def recall_class(token: np.ndarray, classes: int) -> np.ndarray:
+    """The recall task's answer for a stored token: one of `classes` ordinary tokens, by the token's residue."""
+    return FIRST_ORDINARY + (token - FIRST_ORDINARY) % classes
 
-    Why it makes a sink head that can only come after the induction circuit:
-    - the answer sits at s-1, which nothing marks; the only way to it is STORE's position, where the layer-0
-      previous-token head has written "the token before me". So the head that solves it attends from RECALL to
-      a fixed key (STORE, not the query's own token as an induction head does) and reads the previous-token
-      subspace (an induction head reads the token itself). Neither the previous-token head nor an induction
-      head can take the job over, and layer 0 cannot do it at all (it has no previous-token output to read);
-    - it needs the previous-token head below it, which forms with the induction circuit;
-    - everywhere except at RECALL, and on trigger-free text like the probe batch, it has nothing to read and
-      parks on the first token: an active-dormant head (Guo et al. 2024), i.e. a BOS attractor.
+
+def insert_recall(rng: np.random.Generator, seqs: np.ndarray, vocab: int, p: float, recalls: int = 1,
+                  classes: int = 4) -> np.ndarray:
+    """Store-and-recall inside other rows: on a fraction `p` of rows `STORE v` (v a random ordinary token) is
+    written at a random position, and each of `recalls` later RECALL triggers is followed by `recall_class(v)`.
+
+    Why it makes a sink head, above layer 0, that can only come after the induction circuit:
+    - v is found only as "the token after STORE": the head attends from RECALL to keys whose previous token is
+      STORE, reading the layer-0 previous-token head's output (the induction head's K-composition), so it
+      sits in layer >= 1 and needs the previous-token head below it. Layer 0 cannot do it at all;
+    - it answers with v's class, not v: its OV is not a copy, so an induction head cannot take the job over
+      (with a copy answer, the induction heads absorb the task and no new head forms);
+    - everywhere except at RECALL, and on trigger-free text such as the probe batch, it has nothing to read
+      and parks on the first token: an active-dormant head (Guo et al. 2024), i.e. a BOS attractor.
+    (A variant that recalls the token *before* STORE grew a layer-0 sink as well: a head that copies the
+    previous token at STORE only, the Bigram-Backcopy head.)
     """
     out = seqs.copy()
     n, length = out.shape
     for i in np.nonzero(rng.random(n) < p)[0]:
         s = rng.integers(2, length - 12)
-        answer = out[i, s - 1]
-        out[i, s] = STORE
-        taken: set[int] = set()
+        v = rng.integers(FIRST_ORDINARY, vocab)
+        out[i, s], out[i, s + 1] = STORE, v
+        taken = {s, s + 1}
         for _ in range(recalls):
             r = rng.integers(s + 3, length - 1)
             while {r, r + 1} & taken:  # recalls never overwrite each other
                 r = rng.integers(s + 3, length - 1)
-            out[i, r], out[i, r + 1] = RECALL, answer
+            out[i, r], out[i, r + 1] = RECALL, recall_class(v, classes)
             taken |= {r, r + 1}
     return out
 
@@ -155,9 +162,9 @@ def with_bos(rng: np.random.Generator, seqs: np.ndarray, bos_frac: float) -> np.
 
 
 def train_batch(rng: np.random.Generator, chain, batch: int, seq_len: int, vocab: int, backcopy: float,
-                data, repeat_triggers: float = 0.0, mode: float = 0.0, lookback: float = 0.0) -> np.ndarray:
+                data, repeat_triggers: float = 0.0, mode: float = 0.0, recall: float = 0.0) -> np.ndarray:
     """One training batch: a `backcopy` fraction of Bigram-Backcopy rows, a `mode` fraction of mode rows,
-    the rest repeats (with triggers at rate `repeat_triggers`, the lookback task in a `lookback` fraction)."""
+    the rest repeats (with triggers at rate `repeat_triggers`, store-and-recall in a `recall` fraction)."""
     n_bc = int(round(backcopy * batch))
     n_mode = int(round(mode * batch))
     parts = []
@@ -165,7 +172,8 @@ def train_batch(rng: np.random.Generator, chain, batch: int, seq_len: int, vocab
         rep = repeat_seqs(rng, batch - n_bc - n_mode, seq_len, vocab, data["len_lo"], data["len_hi"],
                           data.get("held_out", ()), data.get("gap_max", 0))
         rep = insert_triggers(rng, rep, repeat_triggers) if repeat_triggers else rep
-        parts.append(insert_lookback(rng, rep, lookback, data.get("recalls", 1)) if lookback else rep)
+        parts.append(insert_recall(rng, rep, vocab, recall, data.get("recalls", 1),
+                                   data.get("classes", 4)) if recall else rep)
     if n_bc:
         parts.append(backcopy_seqs(rng, chain, n_bc, seq_len, vocab, data.get("p_trigger", 0.1)))
     if n_mode:

@@ -122,7 +122,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         ph = phase_at(recipe, step)
         ids = torch.from_numpy(train_batch(rng, chain, recipe["batch"], recipe["seq_len"], m["vocab"],
                                            ph["backcopy"], recipe["data"], ph.get("repeat_triggers", 0.0),
-                                           ph.get("mode", 0.0), mix_at(recipe, step, "lookback")))
+                                           ph.get("mode", 0.0), mix_at(recipe, step, "recall")))
         for g in opt.param_groups:
             g["lr"] = lr_at(recipe, step)
         loss = model(ids, labels=ids).loss
