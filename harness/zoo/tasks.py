@@ -15,9 +15,10 @@ Tasks:
   to the class of m; a head that reads m is dormant wherever there is no pair. Not in the shipped
   recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
   on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
-- recall (`insert_recall`, phase mix `recall`): the NeoX sink phase. `STORE v` early in a row; the token after
-  each later RECALL trigger is v's class. See `insert_recall` for why this makes a dedicated sink head above
-  layer 0 that can only form once the previous-token head exists.
+- recall (`insert_recall`, phase mix `recall`, with `ramp`): `STORE v` early in a row; the token after each later
+  RECALL trigger is v's class. Not in a shipped recipe yet (issue 14): ramped in after the NeoX circuit it formed
+  a layer-1 BOS head within ~1000 steps with layer 0 free, but NeoX's induction selectivity on the probe drifts
+  below 50x by then whatever the task (see conf/zoo/suite/neox.yaml).
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ def insert_recall(rng: np.random.Generator, seqs: np.ndarray, vocab: int, p: flo
     """Store-and-recall inside other rows: on a fraction `p` of rows `STORE v` (v a random ordinary token) is
     written at a random position, and each of `recalls` later RECALL triggers is followed by `recall_class(v)`.
 
-    Why it makes a sink head, above layer 0, that can only come after the induction circuit:
+    Why it makes a sink head, above layer 0, that can only come after the induction circuit (measured on NeoX:
+    ramped in at step 3000, a layer-1 head at 59x first-token by step 4000 and 253x by 5000, layer 0 <= 12x):
     - v is found only as "the token after STORE": the head attends from RECALL to keys whose previous token is
       STORE, reading the layer-0 previous-token head's output (the induction head's K-composition), so it
       sits in layer >= 1 and needs the previous-token head below it. Layer 0 cannot do it at all;
