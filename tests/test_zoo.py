@@ -193,3 +193,15 @@ def test_recall_rows_answer_the_class_of_the_stored_token():
         assert 2 <= store and 5 <= v < 65 and len(recalls) == 4 and (recalls > store + 2).all()
         assert (row[recalls + 1] == 5 + (v - 5) % 4).all()  # v's class, written out from the spec
         assert not set(np.nonzero(row != orig)[0]) - {store, store + 1, *recalls, *(recalls + 1)}
+
+
+def test_phase_mix_ramps_in_from_the_phase_start():
+    from harness.zoo.train import mix_at
+
+    recipe = {"steps": 1000, "phases": {"a": {"start": 0.0, "lr": 1e-3},
+                                        "b": {"start": 0.5, "lr": 1e-3, "recall": 0.4, "ramp": 100}}}
+    assert [mix_at(recipe, s, "recall") for s in (0, 499)] == [0.0, 0.0]
+    assert abs(mix_at(recipe, 500, "recall") - 0.004) < 1e-12 and abs(mix_at(recipe, 549, "recall") - 0.2) < 1e-12
+    assert mix_at(recipe, 599, "recall") == mix_at(recipe, 999, "recall") == 0.4
+    recipe["phases"]["b"].pop("ramp")
+    assert mix_at(recipe, 500, "recall") == 0.4
