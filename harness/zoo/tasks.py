@@ -140,11 +140,12 @@ def insert_recall(rng: np.random.Generator, seqs: np.ndarray, vocab: int, p: flo
         s = rng.integers(2, length - 12)
         v = rng.integers(FIRST_ORDINARY, vocab)
         out[i, s], out[i, s + 1] = STORE, v
-        taken = {s, s + 1}
+        taken: set[int] = set()
         for _ in range(recalls):
-            r = rng.integers(s + 3, length - 1)
-            while {r, r + 1} & taken:  # recalls never overwrite each other
-                r = rng.integers(s + 3, length - 1)
+            free = [r for r in range(s + 3, length - 1) if not {r, r + 1} & taken]  # never overwrite a recall
+            if not free:  # a STORE late in the row leaves room for fewer recalls
+                break
+            r = free[rng.integers(len(free))]
             out[i, r], out[i, r + 1] = RECALL, recall_class(v, classes)
             taken |= {r, r + 1}
     return out
