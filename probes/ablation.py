@@ -24,8 +24,8 @@ class Ablation(Probe):
     columns = ("delta_top1", "delta_top5", "delta_logit", "circuit")
     needs_logits = True
 
-    def __init__(self, name="ablation", per_head: bool | None = None, max_heads_per_head=64, induction=50.0, n_random=5, seed=0,
-                 eps=1e-8):
+    def __init__(self, name="ablation", per_head: bool | None = None, max_heads_per_head=64, induction=50.0,
+                 n_random=5, seed=0, eps=1e-8):
         super().__init__(name)
         self.per_head, self.max_heads = per_head, max_heads_per_head  # per_head None = auto (small models only)
         self.induction, self.n_random, self.seed, self.eps = induction, n_random, seed, eps
