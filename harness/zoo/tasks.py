@@ -16,9 +16,9 @@ Tasks:
   recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
   on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
 - recall (`insert_recall`, phase mix `recall`, with `ramp`): `STORE v` early in a row; the token after each later
-  RECALL trigger is v's class. Not in a shipped recipe yet (issue 14): ramped in after the NeoX circuit it formed
-  a layer-1 BOS head within ~1000 steps with layer 0 free, but NeoX's induction selectivity on the probe drifts
-  below 50x by then whatever the task (see conf/zoo/suite/neox.yaml).
+  RECALL trigger is v's class. Not in a shipped recipe yet (issue 14): ramped in after the NeoX circuit it forms
+  a layer-1 BOS head with layer 0 free (and, with length-2 repeats in the data, keeps the circuit from
+  drifting), but so far out of one of the induction heads and before 2x the formation tokens.
 """
 from __future__ import annotations
 
