@@ -16,9 +16,8 @@ Tasks:
   recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
   on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
 - recall (`insert_recall`, phase mix `recall`, with `ramp`): `STORE v` early in a row; the token after each later
-  RECALL trigger is v's class. Not in a shipped recipe yet (issue 14): ramped in after the NeoX circuit it forms
-  a layer-1 BOS head with layer 0 free (and, with length-2 repeats in the data, keeps the circuit from
-  drifting), but so far out of one of the induction heads and before 2x the formation tokens.
+  RECALL trigger is v's class. Not in a shipped recipe (issue 14): ramped in after the circuit it is learned by
+  the induction heads themselves, and the BOS attention it grows stays in an induction head (see the function).
 """
 from __future__ import annotations
 
@@ -122,15 +121,17 @@ def insert_recall(rng: np.random.Generator, seqs: np.ndarray, vocab: int, p: flo
     """Store-and-recall inside other rows: on a fraction `p` of rows `STORE v` (v a random ordinary token) is
     written at a random position, and each of `recalls` later RECALL triggers is followed by `recall_class(v)`.
 
-    Why it makes a sink head, above layer 0, that can only come after the induction circuit (measured on NeoX:
-    ramped in at step 3000, a layer-1 head at 59x first-token by step 4000 and 253x by 5000, layer 0 <= 12x):
-    - v is found only as "the token after STORE": the head attends from RECALL to keys whose previous token is
-      STORE, reading the layer-0 previous-token head's output (the induction head's K-composition), so it
-      sits in layer >= 1 and needs the previous-token head below it. Layer 0 cannot do it at all;
-    - it answers with v's class, not v: its OV is not a copy, so an induction head cannot take the job over
-      (with a copy answer, the induction heads absorb the task and no new head forms);
-    - everywhere except at RECALL, and on trigger-free text such as the probe batch, it has nothing to read
-      and parks on the first token: an active-dormant head (Guo et al. 2024), i.e. a BOS attractor.
+    The intent: a head that reads v sits above layer 0 (v is "the token after STORE", found through the
+    previous-token head, as an induction head finds its target) and has nothing to read on trigger-free text
+    such as the probe batch, so it parks on the first token (an active-dormant head, Guo et al. 2024).
+    What was measured (NeoX and OLMoE, 2 layers x 4 heads, ramped in after the circuit formed):
+    - the task is learned (recall accuracy 0.99), but by the induction heads, not by a new head: on NeoX all
+      four layer-1 induction heads put 0.23-0.32 of their RECALL-query attention on v, and the MLP maps v to
+      its class (so a non-copy answer does not keep the induction heads out); on OLMoE one induction head does
+      it (0.34) and the two heads with no induction role stay idle;
+    - on NeoX one of those heads slowly gains first-token attention on the probe (up to 60-80x by step 10000)
+      while staying an induction head (57-64x); on OLMoE no head passes 2x. Layer 0 stays below 12x in the
+      first runs but one layer-0 head reaches 29-33x (1000-row probe) while the task ramps in.
     (A variant that recalls the token *before* STORE grew a layer-0 sink as well: a head that copies the
     previous token at STORE only, the Bigram-Backcopy head.)
     """
