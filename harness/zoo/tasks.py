@@ -129,9 +129,11 @@ def insert_recall(rng: np.random.Generator, seqs: np.ndarray, vocab: int, p: flo
       four layer-1 induction heads put 0.23-0.32 of their RECALL-query attention on v, and the MLP maps v to
       its class (so a non-copy answer does not keep the induction heads out); on OLMoE one induction head does
       it (0.34) and the two heads with no induction role stay idle;
-    - on NeoX one of those heads slowly gains first-token attention on the probe (up to 60-80x by step 10000)
+    - on NeoX one of those heads slowly gains first-token attention on the probe (30-80x by step 10000)
       while staying an induction head (57-64x); on OLMoE no head passes 2x. Layer 0 stays below 12x in the
       first runs but one layer-0 head reaches 29-33x (1000-row probe) while the task ramps in.
+    - with 8 heads per layer (NeoX) a spare layer-1 head does become a pure sink (first-token > 1000x,
+      induction 3-20x) next to the circuit, but within ~400 steps of the task starting.
     (A variant that recalls the token *before* STORE grew a layer-0 sink as well: a head that copies the
     previous token at STORE only, the Bigram-Backcopy head.)
     """
