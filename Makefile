@@ -18,8 +18,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH sweeps/zoo.sh
 
+# Two workers (2-core machines), one file per worker at a time (module fixtures build once); the slowest file,
+# a real 3000-step suite build, is named first so it starts at once instead of last.
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile tests/test_zoo_science.py tests
 
 # The report's browser test opens report.html in a real headless Chromium: Debian's package, installed when
 # missing and apt is usable (CI runs as root). Never fails the build: without a browser that one test skips.
