@@ -134,8 +134,9 @@ def insert_recall(rng: np.random.Generator, seqs: np.ndarray, vocab: int, p: flo
       first runs but one layer-0 head reaches 29-33x (1000-row probe) while the task ramps in.
     - with 8 heads per layer (NeoX) a spare layer-1 head does become a pure sink (first-token > 1000x,
       induction 3-20x) next to the circuit, but within ~400 steps of the task starting, and only when the task
-      starts before the circuit forms: ramped in after it (fraction 0.25 at lr 3e-4, or 0.5 at lr 1e-3) no
-      spare head is recruited in 1500 steps (first-token <= 9x) and the circuit weakens (52x -> 36-41x).
+      starts before the circuit forms: started ~5000 steps after it (fraction 0.25 at lr 3e-4, or 0.5 at lr 1e-3)
+      the task is not learned at all (recall accuracy at chance, 0.23-0.27, after 4500 steps), no head passes 9x
+      first-token and the circuit weakens (52x -> 36-50x); a late model is no longer plastic enough for it.
     (A variant that recalls the token *before* STORE grew a layer-0 sink as well: a head that copies the
     previous token at STORE only, the Bigram-Backcopy head.)
     """
