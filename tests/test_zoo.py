@@ -110,6 +110,22 @@ def test_parallel_jobs_build_the_same_suites(tmp_path):
     assert [r["commit"] for r in one] == [r["commit"] for r in two]
 
 
+def test_frozen_layers_are_not_updated_in_their_phase(tmp_path):
+    """A phase's `frozen` layers keep their weights (no step, no weight decay); the next phase trains them."""
+    from safetensors.torch import load_file
+
+    phases = ("+suite.olmo.phases.induction.frozen=[1]", "suite.olmo.phases.sinks.start=0.5")
+    build(zoo_cfg(tmp_path, "suites=[olmo]", *phases))  # smoke: 8 steps, checkpoints 0, 4, 8
+    repo = "circuit-trajectories/zoo-olmo"
+    w = {s: load_file(hubcache.resolve(repo, f"step{s}", tmp_path) / "model.safetensors") for s in (0, 4, 8)}
+    for layer, frozen_until in ((0, 0), (1, 4)):
+        names = [k for k in w[0] if k.startswith(f"model.layers.{layer}.")]
+        assert names
+        for a, b in ((0, 4), (4, 8)):
+            moved = max((w[a][k] - w[b][k]).abs().max().item() for k in names)
+            assert (moved == 0.0) == (b <= frozen_until), (layer, a, b, moved)
+
+
 def test_lr_schedule_warms_up_then_decays_within_each_phase():
     from harness.zoo.train import lr_at
 

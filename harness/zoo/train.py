@@ -21,6 +21,7 @@ from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
 from harness import hubcache
+from harness.arch import blocks
 from harness.zoo.models import make_model
 from harness.zoo.tasks import bigram_chain, train_batch
 
@@ -128,6 +129,9 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         loss = model(ids, labels=ids).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for layer in ph.get("frozen", []):  # no grad: AdamW skips these (no step, no weight decay)
+            for p in blocks(model)[layer].parameters():
+                p.grad = None
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe["clip"])
         opt.step()
         losses.append(loss.item())
