@@ -114,7 +114,8 @@ def test_frozen_layers_are_not_updated_in_their_phase(tmp_path):
     """A phase's `frozen` layers keep their weights (no step, no weight decay); the next phase trains them."""
     from safetensors.torch import load_file
 
-    phases = ("+suite.olmo.phases.induction.frozen=[1]", "suite.olmo.phases.sinks.start=0.5")
+    phases = ("~suite.olmo.phases", "+suite.olmo.phases.induction={start: 0.0, lr: 1e-3, backcopy: 0.0, frozen: [1]}",
+              "+suite.olmo.phases.grow={start: 0.5, lr: 1e-3, backcopy: 0.0}")
     build(zoo_cfg(tmp_path, "suites=[olmo]", *phases))  # smoke: 8 steps, checkpoints 0, 4, 8
     repo = "circuit-trajectories/zoo-olmo"
     w = {s: load_file(hubcache.resolve(repo, f"step{s}", tmp_path) / "model.safetensors") for s in (0, 4, 8)}
