@@ -117,6 +117,17 @@ def test_thresholds_come_from_the_rules(tmp_path):
     assert f["bos_shape"]["verdict"] == "none" and f["rules"]["bos"] == 50.0
 
 
+def test_a_jump_between_revisions_that_round_alike_names_them(tmp_path):
+    d = tmp_path / "close"
+    for r, (step, n_bos) in enumerate([(8000, 0), (8500, 0), (8625, 1)]):
+        first = np.zeros((L, H))
+        first.ravel()[:n_bos] = 31.0
+        write_revision(d, f"step{step}", step, step * 4096, {"selectivity.induction": np.zeros((L, H)),
+                                                             "selectivity.first_token": first})
+    f = analyze_model(d)  # 34.8M and 35.3M tokens both read "35M"
+    assert any("between 35M tokens (step8500) and 35M tokens (step8625)" in s for s in f["summary"]), f["summary"]
+
+
 def test_ramp_without_circuit_or_pr(tmp_path):
     d = tmp_path / "ramp"
     for r in range(5):  # 0, 2, 4, 6, 8 BOS heads of 16: equal steps

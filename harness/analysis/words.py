@@ -54,7 +54,10 @@ def summary(f: dict) -> list[str]:
                else f"the BOS fraction never rises above its first value ({frac[0]:.0%})")
     else:
         a, b = (idx[r] for r in s["between"])
-        step = f"from {frac[a]:.0%} to {frac[b]:.0%} between {_when(f, a)} and {_when(f, b)}"
+        wa, wb = _when(f, a), _when(f, b)
+        if wa == wb:  # adjacent revisions that round to the same token count: name them
+            wa, wb = f"{wa} ({f['revisions'][a]})", f"{wb} ({f['revisions'][b]})"
+        step = f"from {frac[a]:.0%} to {frac[b]:.0%} between {wa} and {wb}"
         bos = (f"the BOS fraction jumps {step} (sharp, share {s['largest_step_share']:.2f})" if s["verdict"] == "sharp"
                else f"the BOS fraction rises gradually from {frac[0]:.0%} to {max(frac):.0%}; its largest step is "
                     f"{step} (share {s['largest_step_share']:.2f})")
