@@ -1,6 +1,7 @@
 """`python -m harness`: compose the config, run the job, exit with a one-line error on bad input."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import hydra
@@ -10,10 +11,21 @@ from harness import launchers
 from harness.errors import harness_cause
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler's preemption or time limit): stop as Ctrl-C does. Lightning's own SIGTERM
+    handler only sets a flag that its predict loop never reads, so without this the job ran on."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness import job  # heavy imports after Hydra has parsed --help
 
+    signal.signal(signal.SIGTERM, _terminate)  # Lightning calls it after its own handler
     try:
         job.run(cfg)
     except Exception as e:  # noqa: BLE001 - ours (possibly inside Hydra's instantiate) -> one line
@@ -22,9 +34,10 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:  # job.run's finally has closed the W&B run; every stored result is complete
-        print("interrupted: finished revisions are stored; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # job.run's finally has closed the W&B run; every stored result is complete
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{what}: finished revisions are stored; run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT))
 
 
 if __name__ == "__main__":
