@@ -293,6 +293,7 @@ def test_disk_full_mid_sweep_keeps_every_complete_revision_and_resumes(tmp_path)
 def job_after_first_revision(tmp_path, steps: int, n: int):
     """A running `python -m harness` job (logger=wandb, offline) over `steps` tiny revisions, returned once its
     first revision is stored: the moment to interrupt it. Returns (process, model results folder)."""
+    import signal
     import sys
     import time
 
@@ -301,8 +302,11 @@ def job_after_first_revision(tmp_path, steps: int, n: int):
     ckpts = tmp_path / "ckpts"
     save_revisions("gpt_neox", ckpts, steps=tuple(range(steps)))
     args = [a for a in common(tmp_path, ckpts, "tiny", probe="selectivity") if not a.startswith("data.n=")]
+    # A shell's background job (`pytest ... &`) inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: give the job the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args, f"data.n={n}"], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WANDB_SILENT": "true"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "WANDB_SILENT": "true"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     model_dir = tmp_path / "results" / "default" / "tiny"
     deadline = time.time() + 300
     while not (model_dir / "step0" / "summary.json").exists() and proc.poll() is None and time.time() < deadline:
