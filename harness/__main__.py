@@ -20,7 +20,6 @@ def _terminate(signum, frame):
     raise Terminated
 
 
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from harness import job  # heavy imports after Hydra has parsed --help
@@ -35,9 +34,10 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:  # job.run's finally has closed the W&B run; every stored result is complete
-        what = "terminated" if isinstance(e, Terminated) else "interrupted"
-        print(f"{what}: finished revisions are stored; run the same command again to resume", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT))
+        term = isinstance(e, Terminated)
+        print(f"{'terminated' if term else 'interrupted'}: finished revisions are stored; run the same command "
+              "again to resume", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if term else signal.SIGINT))
 
 
 if __name__ == "__main__":
