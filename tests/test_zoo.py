@@ -110,6 +110,35 @@ def test_parallel_jobs_build_the_same_suites(tmp_path):
     assert [r["commit"] for r in one] == [r["commit"] for r in two]
 
 
+def test_killed_build_resumes_and_publishes_the_same_revisions(tmp_path):
+    """SIGKILL mid-build, then the same command: it resumes from the last checkpoint's state (not step 0) and
+    publishes exactly the commits of an uninterrupted build."""
+    import signal
+    import time
+
+    args = ["suites=[neox]", "smoke=true", "progress=false", "smoke_recipe.steps=1000", "smoke_recipe.ckpt_every=50"]
+    refs = tmp_path / "killed" / "models--circuit-trajectories--zoo-neox" / "refs"
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "killed")}
+    cmd = [sys.executable, "-m", "harness.zoo", *args]
+    child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (refs / "step300").is_file() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    assert not (refs / "main").is_file(), "the build finished before it could be killed"
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    resumed = int(out.stdout.split("resumed from step ")[1].split(")")[0])
+    assert 200 <= resumed < 1000
+    straight = build(zoo_cfg(tmp_path / "straight", *args[:1], *args[3:]))[0]
+    assert straight["resumed_from"] is None
+    commits = {d: {p.name: p.read_text() for p in (tmp_path / d / refs.parent.name / "refs").iterdir()}
+               for d in ("killed", "straight")}
+    assert commits["killed"] == commits["straight"]
+    assert not (refs.parent / "zoo-train-state.pt").exists()
+
+
 def test_frozen_layers_are_not_updated_in_their_phase(tmp_path):
     """A phase's `frozen` layers keep their weights (no step, no weight decay); the next phase trains them."""
     from safetensors.torch import load_file

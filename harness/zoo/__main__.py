@@ -11,6 +11,8 @@ def main(cfg: DictConfig) -> None:
 
     for r in build(cfg):
         took = f" in {r['seconds']:.0f}s" if r["status"] == "built" else " (same recipe hash)"
+        if r.get("resumed_from") is not None:
+            took += f" (resumed from step {r['resumed_from']})"
         print(f"zoo-{r['suite']}: {r['status']}{took}, recipe {r['recipe_hash']} -> {cfg.cache_dir}")
 
 

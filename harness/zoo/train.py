@@ -27,6 +27,7 @@ from harness.zoo.models import make_model
 from harness.zoo.tasks import bigram_chain, train_batch
 
 RECIPE_FILE = "zoo_recipe.json"
+STATE_FILE = "zoo-train-state.pt"  # in the repo's cache folder, beside refs/ (the hub cache scan ignores it)
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -94,15 +95,37 @@ def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, r
         return hubcache.publish(d, repo, f"step{step}", cache)
 
 
+def save_state(path: Path, h: str, step: int, model, opt, rng, losses: list[float]) -> None:
+    """The training state after `step` updates (weights, AdamW moments, data stream), replaced atomically."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(dict(recipe_hash=h, step=step, model=model.state_dict(), opt=opt.state_dict(),
+                    rng=rng.bit_generator.state, losses=losses[-20:]), tmp)
+    tmp.replace(path)
+
+
+def load_state(path: Path, h: str, published: list[int], repo: str, cache) -> dict | None:
+    """The saved state of an interrupted build of this recipe, if readable and its revisions are all there."""
+    try:
+        state = torch.load(path, weights_only=False) if path.is_file() else None
+    except Exception as e:  # a torn or foreign file: start over rather than fail
+        print(f"zoo: ignoring unreadable training state {path} ({type(e).__name__})")
+        return None
+    if not state or state.get("recipe_hash") != h:
+        return None
+    have = all(hubcache.resolve(repo, f"step{s}", cache) for s in published if s <= state["step"])
+    return state if have else None
+
+
 def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progress: bool = True,
                 position: int | None = None) -> dict:
-    """Train and publish one suite; skip it when `main` already holds this recipe's hash."""
+    """Train and publish one suite; skip it when `main` already holds this recipe's hash.
+
+    An interrupted build of the same recipe resumes from its last checkpoint (the state saved there), and
+    publishes the same revisions as an uninterrupted one; `force` starts over."""
     repo, h = recipe["repo"], recipe_hash(recipe)
     if not force and built_hash(repo, cache) == h:
         return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0)
     t0 = time.time()
-    # Drop the old recipe's refs first (main goes last): no stale revision survives a rebuild.
-    shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
     last = steps
@@ -112,13 +135,26 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     rng = np.random.default_rng(seed)  # one stream for all batches: deterministic given the seed
     chain = bigram_chain(seed + 1, m["vocab"], recipe["data"]["n_succ"], recipe["data"]["alpha"])
     ckpts = {s for s in checkpoint_steps(steps, recipe["ckpt_every"]) if s <= last} | {last}
-    losses: list[float] = []
-    bar = tqdm(range(last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0, position=position)
+    state_path = hubcache.repo_folder(repo, cache) / STATE_FILE
+    state = None if force else load_state(state_path, h, sorted(ckpts), repo, cache)
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+    else:  # drop the old recipe's refs first (main goes last): no stale revision survives a rebuild
+        shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
+    start = state["step"] if state else 0
+    losses: list[float] = state["losses"] if state else []
+    commit = hubcache.resolve(repo, f"step{start}", cache).name if state else None
+    bar = tqdm(range(start, last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0,
+               position=position, initial=start, total=last + 1)
     for step in bar:
-        if step in ckpts:  # step N = the weights after N updates
+        if step in ckpts and not (state and step == start):  # step N = the weights after N updates
             model.eval()
             commit = save(model, recipe, name, step, float(np.mean(losses[-20:])) if losses else None, cache, repo)
             model.train()
+            if step < last:
+                save_state(state_path, h, step, model, opt, rng, losses)
         if step == last:
             break
         ph = phase_at(recipe, step)
@@ -139,5 +175,6 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr_at(recipe, step):.1e}")
     hubcache.publish(hubcache.resolve(repo, f"step{last}", cache), repo, "main", cache)
+    state_path.unlink(missing_ok=True)
     return dict(suite=name, status="built", recipe_hash=h, commit=commit, seconds=time.time() - t0,
-                final_loss=float(np.mean(losses[-20:])) if losses else None)
+                resumed_from=start if state else None, final_loss=float(np.mean(losses[-20:])) if losses else None)
