@@ -145,7 +145,6 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
     start = state["step"] if state else 0
     losses: list[float] = state["losses"] if state else []
-    commit = hubcache.resolve(repo, f"step{start}", cache).name if state else None
     bar = tqdm(range(start, last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0,
                position=position, initial=start, total=last + 1)
     for step in bar:
