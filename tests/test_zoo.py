@@ -117,7 +117,10 @@ def test_killed_build_resumes_and_publishes_the_same_revisions(tmp_path):
     import time
 
     args = ["suites=[neox]", "smoke=true", "progress=false", "smoke_recipe.steps=1000", "smoke_recipe.ckpt_every=50"]
-    refs = tmp_path / "killed" / "models--circuit-trajectories--zoo-neox" / "refs"
+    from harness.zoo.train import STATE_FILE
+
+    repo = "circuit-trajectories/zoo-neox"
+    refs = hubcache.repo_folder(repo, tmp_path / "killed") / "refs"
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "killed")}
     cmd = [sys.executable, "-m", "harness.zoo", *args]
     child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -133,10 +136,10 @@ def test_killed_build_resumes_and_publishes_the_same_revisions(tmp_path):
     assert 200 <= resumed < 1000
     straight = build(zoo_cfg(tmp_path / "straight", *args[:1], *args[3:]))[0]
     assert straight["resumed_from"] is None
-    commits = {d: {p.name: p.read_text() for p in (tmp_path / d / refs.parent.name / "refs").iterdir()}
+    commits = {d: {p.name: p.read_text() for p in (hubcache.repo_folder(repo, tmp_path / d) / "refs").iterdir()}
                for d in ("killed", "straight")}
     assert commits["killed"] == commits["straight"]
-    assert not (refs.parent / "zoo-train-state.pt").exists()
+    assert not (refs.parent / STATE_FILE).exists()
 
 
 def test_frozen_layers_are_not_updated_in_their_phase(tmp_path):

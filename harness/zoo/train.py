@@ -135,14 +135,15 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     rng = np.random.default_rng(seed)  # one stream for all batches: deterministic given the seed
     chain = bigram_chain(seed + 1, m["vocab"], recipe["data"]["n_succ"], recipe["data"]["alpha"])
     ckpts = {s for s in checkpoint_steps(steps, recipe["ckpt_every"]) if s <= last} | {last}
-    state_path = hubcache.repo_folder(repo, cache) / STATE_FILE
+    folder = hubcache.repo_folder(repo, cache)
+    state_path = folder / STATE_FILE
     state = None if force else load_state(state_path, h, sorted(ckpts), repo, cache)
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         rng.bit_generator.state = state["rng"]
     else:  # drop the old recipe's refs first (main goes last): no stale revision survives a rebuild
-        shutil.rmtree(hubcache.repo_folder(repo, cache) / "refs", ignore_errors=True)
+        shutil.rmtree(folder / "refs", ignore_errors=True)
     start = state["step"] if state else 0
     losses: list[float] = state["losses"] if state else []
     bar = tqdm(range(start, last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0,
