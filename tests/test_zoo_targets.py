@@ -76,7 +76,7 @@ def test_induction_forms_inside_the_grid(trajectory):
 
 # Suites whose recipe does not yet form BOS heads on the probe batch after the circuit (issue 14): a strict xfail,
 # so a recipe that starts meeting the target has to be moved out of this set.
-SINKS_PENDING = {"neox", "olmoe"}
+SINKS_PENDING = {"olmoe"}
 
 
 def test_bos_heads_form_after_the_circuit_outside_layer_0(trajectory, request):
