@@ -19,7 +19,7 @@ demo: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH sweeps/zoo.sh
 
 # Two workers (2-core machines), one file per worker at a time (module fixtures build once); the slowest file,
-# a real 3000-step suite build, is named first so it starts at once instead of last.
+# a real suite built to step 3500, is named first so it starts at once instead of last.
 test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --dist loadfile tests/test_zoo_science.py tests
 

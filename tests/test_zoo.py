@@ -142,6 +142,33 @@ def test_killed_build_resumes_and_publishes_the_same_revisions(tmp_path):
     assert not (refs.parent / STATE_FILE).exists()
 
 
+def test_partial_build_stops_at_until_and_the_full_build_carries_on(tmp_path):
+    """until=N publishes the revisions up to step N (the full build's commits), no main; the same build
+    without until resumes there and ends with exactly the commits of a straight build."""
+    args = ("suites=[neox]", "smoke_recipe.steps=40", "smoke_recipe.ckpt_every=10")
+    repo = "circuit-trajectories/zoo-neox"
+    refs = lambda d: {p.name: p.read_text() for p in (hubcache.repo_folder(repo, tmp_path / d) / "refs").iterdir()}
+    (part,) = build(zoo_cfg(tmp_path / "split", *args, "until=20"))
+    assert part["status"] == "partial" and part["until"] == 20
+    assert set(refs("split")) == {"step0", "step1", "step2", "step4", "step8", "step10", "step16", "step20"}
+    assert build(zoo_cfg(tmp_path / "split", *args, "until=10"))[0]["status"] == "skipped"  # already past it
+    (rest,) = build(zoo_cfg(tmp_path / "split", *args))
+    assert rest["status"] == "built" and rest["resumed_from"] == 20
+    build(zoo_cfg(tmp_path / "straight", *args))
+    assert refs("split") == refs("straight") and "main" in refs("split")
+
+
+def test_bad_suite_or_until_is_a_one_line_error(tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path)}
+    for bad, says in (("suites=[gpt2]", "unknown zoo suite 'gpt2' (valid: neox, olmo, olmoe)"),
+                      ("until=7", "until=7 is not a checkpoint step of this recipe (nearest: 4 and 8;")):
+        cmd = [sys.executable, "-m", "harness.zoo", "smoke=true", "progress=false", bad]
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith(f"error: {says}"), out.stderr
+    assert not any(tmp_path.iterdir()), "a rejected build wrote to the cache"
+
+
 def test_frozen_layers_are_not_updated_in_their_phase(tmp_path):
     """A phase's `frozen` layers keep their weights (no step, no weight decay); the next phase trains them."""
     from safetensors.torch import load_file

@@ -1,16 +1,25 @@
 """`python -m harness.zoo`: build the embedded suites (config: conf/zoo/build.yaml)."""
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="../../conf/zoo", config_name="build")
 def main(cfg: DictConfig) -> None:
-    from harness.zoo import build  # torch/transformers after Hydra has parsed --help
+    from harness.zoo import ZooError, build  # torch/transformers after Hydra has parsed --help
 
-    for r in build(cfg):
-        took = f" in {r['seconds']:.0f}s" if r["status"] == "built" else " (same recipe hash)"
+    try:
+        done = build(cfg)
+    except ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for r in done:
+        took = f" in {r['seconds']:.0f}s" if r["status"] != "skipped" else " (same recipe hash)"
+        if r.get("until") is not None and r["until"] < cfg.suite[r["suite"]].steps:
+            took += f", up to step {r['until']} (no main: run without until= to finish)"
         if r.get("resumed_from") is not None:
             took += f" (resumed from step {r['resumed_from']})"
         print(f"zoo-{r['suite']}: {r['status']}{took}, recipe {r['recipe_hash']} -> {cfg.cache_dir}")

@@ -23,11 +23,16 @@ from transformers.utils import logging as hf_logging
 
 from harness import hubcache
 from harness.arch import blocks
+from harness.errors import HarnessError
 from harness.zoo.models import make_model
 from harness.zoo.tasks import bigram_chain, train_batch
 
 RECIPE_FILE = "zoo_recipe.json"
 STATE_FILE = "zoo-train-state.pt"  # in the repo's cache folder, beside refs/ (the hub cache scan ignores it)
+
+
+class ZooError(HarnessError, ValueError):
+    """A zoo build asked for something its config does not have (a suite, a step)."""
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -38,6 +43,17 @@ def checkpoint_steps(steps: int, every: int) -> list[int]:
     """0, 1, 2, 4, 8, ... (log-spaced: early development is fast) plus every `every` steps, plus the last."""
     log = {2 ** k for k in range(steps.bit_length()) if 2 ** k <= steps}
     return sorted({0, steps} | log | set(range(every, steps + 1, every)))
+
+
+def check_until(recipe: dict, until: int) -> int:
+    """`until` must be a checkpoint step of the recipe: a partial build ends on a revision the full one has."""
+    ckpts = checkpoint_steps(recipe["steps"], recipe["ckpt_every"])
+    if until not in ckpts:
+        near = [max([s for s in ckpts if s < until], default=None), min([s for s in ckpts if s > until], default=None)]
+        raise ZooError(f"until={until} is not a checkpoint step of this recipe (nearest: "
+                       f"{' and '.join(str(s) for s in near if s is not None)}; checkpoints every "
+                       f"{recipe['ckpt_every']} steps up to {recipe['steps']}, and log-spaced before)")
+    return until
 
 
 def built_hash(repo: str, cache=None) -> str | None:
@@ -117,18 +133,20 @@ def load_state(path: Path, h: str, published: list[int], repo: str, cache) -> di
 
 
 def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progress: bool = True,
-                position: int | None = None) -> dict:
+                position: int | None = None, until: int | None = None) -> dict:
     """Train and publish one suite; skip it when `main` already holds this recipe's hash.
 
     An interrupted build of the same recipe resumes from its last checkpoint (the state saved there), and
-    publishes the same revisions as an uninterrupted one; `force` starts over."""
+    publishes the same revisions as an uninterrupted one; `force` starts over. `until` (one of the recipe's
+    checkpoint steps) stops there: the same weights as the full build up to that step, no `main`, and the
+    state kept, so the same command without `until` carries on from it."""
     repo, h = recipe["repo"], recipe_hash(recipe)
     if not force and built_hash(repo, cache) == h:
         return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0)
     t0 = time.time()
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
-    last = steps
+    last = steps if until is None else check_until(recipe, until)
     model = make_model(recipe["arch"], seed, **m).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr_at(recipe, 0), betas=tuple(recipe["betas"]),
                             weight_decay=recipe["weight_decay"])
@@ -145,6 +163,8 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     else:  # drop the old recipe's refs first (main goes last): no stale revision survives a rebuild
         shutil.rmtree(folder / "refs", ignore_errors=True)
     start = state["step"] if state else 0
+    if start >= last:  # an earlier partial build already went this far
+        return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0, until=start)
     losses: list[float] = state["losses"] if state else []
     bar = tqdm(range(start, last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0,
                position=position, initial=start, total=last + 1)
@@ -153,7 +173,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
             model.eval()
             commit = save(model, recipe, name, step, float(np.mean(losses[-20:])) if losses else None, cache, repo)
             model.train()
-            if step < last:
+            if step < steps:
                 save_state(state_path, h, step, model, opt, rng, losses)
         if step == last:
             break
@@ -174,7 +194,9 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr_at(recipe, step):.1e}")
-    hubcache.publish(hubcache.resolve(repo, f"step{last}", cache), repo, "main", cache)
-    state_path.unlink(missing_ok=True)
-    return dict(suite=name, status="built", recipe_hash=h, commit=commit, seconds=time.time() - t0,
+    if last == steps:
+        hubcache.publish(hubcache.resolve(repo, f"step{last}", cache), repo, "main", cache)
+        state_path.unlink(missing_ok=True)
+    return dict(suite=name, status="built" if last == steps else "partial", until=last, recipe_hash=h,
+                commit=commit, seconds=time.time() - t0,
                 resumed_from=start if state else None, final_loss=float(np.mean(losses[-20:])) if losses else None)
