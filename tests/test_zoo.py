@@ -161,12 +161,30 @@ def test_partial_build_stops_at_until_and_the_full_build_carries_on(tmp_path):
 def test_bad_suite_or_until_is_a_one_line_error(tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path)}
     for bad, says in (("suites=[gpt2]", "unknown zoo suite 'gpt2' (valid: neox, olmo, olmoe)"),
-                      ("until=7", "until=7 is not a checkpoint step of this recipe (nearest: 4 and 8;")):
+                      ("until=7", "until=7 is not a checkpoint step of this recipe (nearest: 4 and 8;"),
+                      ("isa=avx512", "unknown isa 'avx512' (valid: avx2, native)")):
         cmd = [sys.executable, "-m", "harness.zoo", "smoke=true", "progress=false", bad]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
         assert out.stderr.startswith(f"error: {says}"), out.stderr
     assert not any(tmp_path.iterdir()), "a rejected build wrote to the cache"
+
+
+def test_builds_compute_with_the_pinned_instruction_set(smoke_cache):
+    """The worker runs torch's AVX2 kernels whatever the caller's process uses (so a suite is the same on
+    AVX-512 machines), and each revision records what its bits depend on."""
+    import platform
+
+    import torch
+
+    meta = json.loads((hubcache.resolve("circuit-trajectories/zoo-olmo", "step4", smoke_cache) / "zoo_recipe.json")
+                      .read_text())
+    assert meta["recipe"]["compute"] == {"threads": 1, "isa": "avx2"}
+    assert meta["built_with"]["torch"] == torch.__version__ and meta["built_with"]["threads"] == 1
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the instruction set is pinned on x86-64 only")
+    assert meta["built_with"]["cpu_capability"] == "AVX2"
+    assert "ATEN_CPU_CAPABILITY" not in os.environ  # set for the workers only
 
 
 def test_frozen_layers_are_not_updated_in_their_phase(tmp_path):

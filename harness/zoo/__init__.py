@@ -1,8 +1,22 @@
 """The embedded checkpoint suites: tiny GPT-NeoX, OLMo and OLMoE models trained here on CPU, in which
 induction circuits and attention sinks form, published as hub-cache revisions (`python -m harness.zoo`)."""
+import contextlib
+import os
+import platform
+
 from harness.zoo.train import ZooError, build_suite, check_until, checkpoint_steps, recipe_hash
 
 __all__ = ["ZooError", "build", "build_suite", "checkpoint_steps", "recipe_hash"]
+
+# The vector instruction set the builds compute with. ATen's vectorised kernels and oneDNN round differently
+# with AVX2 and AVX-512 (MKL may too), and training amplifies that into different suites: the OLMo sink came at
+# 2.2x the circuit's tokens on one machine and 1.4x on an AVX-512 one. Pinned to AVX2, every x86-64 machine
+# with AVX2 computes the same bits (same torch, same threads). The variables are read when torch first
+# dispatches a kernel, so they are set for the spawned build processes, never in a running one.
+ISA_ENV = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"},
+    "native": {},  # the machine's own: faster on some machines, a suite that depends on the machine
+}
 
 
 def _build_one(args: tuple) -> dict:
@@ -14,14 +28,34 @@ def _build_one(args: tuple) -> dict:
     return build_suite(name, recipe, cache, force=force, progress=progress, position=position, until=until)
 
 
+@contextlib.contextmanager
+def _environ(values: dict):
+    """`values` in os.environ for the block (the processes started in it inherit them), then restored."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def build(cfg) -> list[dict]:
     """Build the suites selected by a `conf/zoo/build.yaml` config; returns one summary per suite, in order.
 
-    With `jobs` > 1 the suites are built in that many parallel processes of `threads` torch threads each
-    (every suite is seeded on its own, so the result does not depend on `jobs`)."""
-    import torch
+    Each suite is built in a spawned process (`jobs` at a time, `threads` torch threads each) that computes
+    with the pinned instruction set `isa`: every suite is seeded on its own, so the result depends on neither
+    `jobs` nor the machine, only on the recipe, `threads` and `isa` (all three in the recipe hash)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     from omegaconf import OmegaConf
 
+    if cfg.isa not in ISA_ENV:
+        raise ZooError(f"unknown isa '{cfg.isa}' (valid: {', '.join(ISA_ENV)})")
     todo = []
     for name in cfg.suites:
         if name not in cfg.suite:
@@ -30,15 +64,12 @@ def build(cfg) -> list[dict]:
         recipe["seed"] = cfg.seed
         if cfg.smoke:
             recipe.update(OmegaConf.to_container(cfg.smoke_recipe, resolve=True))
+        recipe["compute"] = dict(threads=cfg.threads, isa=cfg.isa)
         if cfg.get("until") is not None:
             check_until(recipe, int(cfg.until))  # before any worker starts
         todo.append((name, recipe, cfg.cache_dir, cfg.force, cfg.progress, cfg.threads, cfg.get("until")))
-    jobs = min(int(cfg.get("jobs", 1) or 1), len(todo))
-    if jobs <= 1:
-        torch.set_num_threads(cfg.threads)
-        return [_build_one((*t, None)) for t in todo]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-        return list(pool.map(_build_one, [(*t, i) for i, t in enumerate(todo)]))
+    jobs = max(1, min(int(cfg.get("jobs", 1) or 1), len(todo)))
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    with _environ(ISA_ENV[cfg.isa] if x86 else {}), \
+            ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_build_one, [(*t, i if jobs > 1 else None) for i, t in enumerate(todo)]))

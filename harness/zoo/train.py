@@ -102,11 +102,19 @@ def mix_at(recipe: dict, step: int, key: str) -> float:
     return ph.get(key, 0.0) * (min(1.0, (step - phase_span(recipe, step)[0] + 1) / ramp) if ramp else 1.0)
 
 
+def built_with() -> dict:
+    """What the bits depend on beyond the recipe: package versions and the kernels' instruction set."""
+    import transformers
+
+    return dict(torch=torch.__version__, transformers=transformers.__version__, numpy=np.__version__,
+                cpu_capability=torch.backends.cpu.get_cpu_capability(), threads=torch.get_num_threads())
+
+
 def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, repo: str) -> str:
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)  # safetensors
         meta = dict(suite=name, recipe=recipe, recipe_hash=recipe_hash(recipe), step=step,
-                    tokens=step * recipe["batch"] * recipe["seq_len"], train_loss=loss)
+                    tokens=step * recipe["batch"] * recipe["seq_len"], train_loss=loss, built_with=built_with())
         Path(d, RECIPE_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
         return hubcache.publish(d, repo, f"step{step}", cache)
 
