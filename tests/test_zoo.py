@@ -130,6 +130,9 @@ def test_killed_build_resumes_and_publishes_the_same_revisions(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.communicate()
     assert not (refs / "main").is_file(), "the build finished before it could be killed"
+    published = sorted(p.name for p in refs.iterdir())
+    time.sleep(3)  # a surviving worker process would go on publishing (a revision every ~1-2 s here)
+    assert sorted(p.name for p in refs.iterdir()) == published, "the build's worker outlived it"
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
     resumed = int(out.stdout.split("resumed from step ")[1].split(")")[0])

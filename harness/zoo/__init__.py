@@ -28,6 +28,20 @@ def _build_one(args: tuple) -> dict:
     return build_suite(name, recipe, cache, force=force, progress=progress, position=position, until=until)
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive a killed build (it would go on publishing into the cache beside the rerun):
+    Linux sends it SIGKILL when the parent dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a killed build's worker finishes its suite
+        return
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 @contextlib.contextmanager
 def _environ(values: dict):
     """`values` in os.environ for the block (the processes started in it inherit them), then restored."""
@@ -71,5 +85,6 @@ def build(cfg) -> list[dict]:
     jobs = max(1, min(int(cfg.get("jobs", 1) or 1), len(todo)))
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     with _environ(ISA_ENV[cfg.isa] if x86 else {}), \
-            ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                                initargs=(os.getpid(),)) as pool:
         return list(pool.map(_build_one, [(*t, i if jobs > 1 else None) for i, t in enumerate(todo)]))
