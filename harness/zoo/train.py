@@ -3,7 +3,7 @@
 A recipe is a plain dict (one `conf/zoo/suite/*.yaml`): model shape, data, optimiser, phases and the
 checkpoint schedule. Phases switch the data mix, learning rate and frozen layers at a fraction of the
 steps. The sink recipe (olmo.yaml): repeats at lr 1e-3 until the induction circuit forms, then a low-lr hold
-with the spare third layer frozen (the circuit sharpens; no head of layer 3 can drift onto BOS), then lr 1e-3
+with the spare third layer frozen (the circuit sharpens; none of its heads can drift onto BOS), then lr 1e-3
 again from twice the formation tokens with the circuit's layers frozen, when a third-layer head turns into a BOS
 attractor: sinks come clearly after the circuit, as in the study.
 """
