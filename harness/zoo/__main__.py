@@ -17,8 +17,11 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     for r in done:
-        took = f" in {r['seconds']:.0f}s" if r["status"] != "skipped" else " (same recipe hash)"
-        if r.get("until") is not None and r["until"] < cfg.suite[r["suite"]].steps:
+        if r["status"] == "skipped":  # `until` set: an earlier partial build already went that far
+            took = f" (built up to step {r['until']} already)" if "until" in r else " (same recipe hash)"
+        else:
+            took = f" in {r['seconds']:.0f}s"
+        if r["status"] == "partial":
             took += f", up to step {r['until']} (no main: run without until= to finish)"
         if r.get("resumed_from") is not None:
             took += f" (resumed from step {r['resumed_from']})"
