@@ -1,6 +1,6 @@
 """The GPT-NeoX zoo suite really forms an induction circuit (checked with an independent eager computation).
 
-Builds the real recipe up to step 3500 (`until`: the same weights as the full 8000-step build up to there; the
+Builds the real recipe up to step 3500 (`until`: the same weights as the full 11500-step build up to there; the
 circuit forms at step 2875): ~9 minutes on one CPU thread, the longest test (its file runs on a worker of its own
 under `make test`). The full suites' targets, sinks included, are `tests/test_zoo_targets.py`'s.
 """
