@@ -31,7 +31,8 @@ browser:
 	  echo "no browser: the report browser test will skip"
 
 lint: $(STAMP)
-	$(PY) -m ruff check harness probes tests
+	$(PY) -m ruff check harness probes tests dev
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf results wandb_runs logs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.engine import Needs
+from harness.capture.engine import Needs
 from probes.base import Context, Probe, ProbeResult, Step, circuit_names
 
 METRICS = ("top1", "top5", "logit")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.arch import HeadLayout
-from harness.data import ProbeBatch
-from harness.engine import Capture, Needs
+from harness.capture.arch import HeadLayout
+from harness.capture.batches import ProbeBatch
+from harness.capture.engine import Capture, Needs
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Context:
     batch: ProbeBatch
     model_cfg: dict  # the composed model config (name, repo, bos_id, vocab_size, ...)
     revision: str = ""
-    engine: object = None  # harness.engine.Engine, for probes that run extra forward passes
+    engine: object = None  # harness.capture.engine.Engine, for probes that run extra forward passes
 
 
 @dataclass
@@ -54,7 +54,7 @@ class ProbeResult:
 
 
 class Probe:
-    """Base class. Subclasses set `columns` (metric names, documentation for `harness.ls`)."""
+    """Base class. Subclasses set `columns` (metric names, documentation for `harness ls probes`)."""
 
     columns: tuple[str, ...] = ()
     needs_logits = False

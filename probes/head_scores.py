@@ -14,8 +14,8 @@ import functools
 import numpy as np
 import torch
 
-from harness.data import ProbeBatch
-from harness.engine import Needs, Reduction
+from harness.capture.batches import ProbeBatch
+from harness.capture.engine import Needs, Reduction
 from probes.base import Context, Probe, ProbeResult, Step
 
 

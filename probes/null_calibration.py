@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.engine import Needs
+from harness.capture.engine import Needs
 from probes.base import Context, Probe, ProbeResult, Step
 
 

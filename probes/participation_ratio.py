@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from harness.engine import Needs
+from harness.capture.engine import Needs
 from probes.base import Context, Probe, ProbeResult, Step
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.engine import Needs
+from harness.capture.engine import Needs
 from probes.base import Context, Probe, ProbeResult, Step, circuit_names
 
 # The study's tie order: classes are ranked by selectivity, descending, ties kept in this order.

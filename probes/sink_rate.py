@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from harness.engine import Needs, Reduction
+from harness.capture.engine import Needs, Reduction
 from probes.base import Context, Probe, ProbeResult, Step
 
 ALPHA = Reduction("col", 0, 1)  # mean over queries i >= 1 of A[i, 0]

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import store
 from harness.analysis import AnalysisError, Rules, analyze_model
+from harness.results import store
 
 ROOT = Path(__file__).resolve().parents[1]
 L, H = 4, 4
@@ -166,7 +166,7 @@ def test_missing_screen_is_one_clear_error(tmp_path):
 
 def test_analyze_entry_point(tmp_path):
     step_model(tmp_path / "exp" / "step", with_pr=False)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "harness.analyze", f"paths.root_dir={tmp_path}",
+    run = lambda *a: subprocess.run([sys.executable, "-m", "harness", "analyze", f"paths.root_dir={tmp_path}",
                                      f"paths.results_dir={tmp_path}", *a], cwd=ROOT, capture_output=True, text=True)
     proc = run("experiment_name=exp")
     assert proc.returncode == 0, proc.stderr[-2000:]

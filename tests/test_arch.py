@@ -8,8 +8,8 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, GPTNeoXConfig, OlmoConfig, OlmoeConfig
 
-from harness.arch import ARCHS, arch_of, head_layout, out_projections
-from harness.engine import Engine, Needs
+from harness.capture.arch import ARCHS, arch_of, head_layout, out_projections
+from harness.capture.engine import Engine, Needs
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -41,7 +41,7 @@ def test_real_shapes(name):
 
 
 def test_unsupported_architecture_is_named():
-    from harness.arch import ArchError
+    from harness.capture.arch import ArchError
 
     with pytest.raises(ArchError, match="llama.*supported: gpt_neox, olmo, olmoe"):
         arch_of("llama")

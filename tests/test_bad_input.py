@@ -13,7 +13,7 @@ from conftest import tiny_model
 from hydra import compose, initialize_config_dir
 from test_e2e import common, harness
 
-from harness import schema
+from harness.config import schema
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -196,7 +196,7 @@ def refusing_wandb_server():
 
 
 def test_wrong_wandb_key_keeps_going_offline_and_says_so_once(tmp_path, refusing_wandb_server):
-    from harness.wandb_offline import find_runs, read_run
+    from wandb_offline import find_runs, read_run
 
     ckpts = tmp_path / "ckpts"
     for step in (0, 1):
@@ -322,8 +322,9 @@ def test_ctrl_c_or_sigterm_stops_quickly_closes_the_run_and_keeps_the_store_cons
     import signal
     import time
 
-    from harness import store
-    from harness.wandb_offline import find_runs, read_run
+    from wandb_offline import find_runs, read_run
+
+    from harness.results import store
 
     proc, model_dir = job_after_first_revision(tmp_path, steps=6, n=600)
     proc.send_signal(getattr(signal, sig))
@@ -344,7 +345,7 @@ def test_wandb_service_dying_mid_run_does_not_stop_the_job(tmp_path):
     """Kill wandb-core after the first revision: one warning, the job finishes, every revision is stored."""
     import signal
 
-    from harness import store
+    from harness.results import store
 
     proc, model_dir = job_after_first_revision(tmp_path, steps=4, n=400)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()

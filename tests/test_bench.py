@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from harness import bench
+from harness.bench import measure as bench
 
 TINY = dict(hidden_size=64, num_attention_heads=4, intermediate_size=256, vocab_size=97, full_layers=4, cpu_layers=2)
 TYPES = {"method": str, "shape": str, "seq_len": int, "device": str, "batch": int, "seconds": float,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from reference import study_baseline, study_batch, study_valid
 
-from harness.data import DataError, baseline_positions, induction_batch
+from harness.capture.batches import DataError, baseline_positions, induction_batch
 
 
 def test_study_batch_t256_bit_for_bit():

@@ -50,7 +50,7 @@ def common(tmp: Path, ckpts: Path, name: str, probe: str = "all"):
 
 @pytest.mark.parametrize("arch", ["gpt_neox", "olmo", "olmoe"])
 def test_local_revisions_to_store_and_wandb(tmp_path, arch):
-    from harness.wandb_offline import find_runs, read_run
+    from wandb_offline import find_runs, read_run
 
     ckpts = tmp_path / "ckpts"
     save_revisions(arch, ckpts)

@@ -6,8 +6,8 @@ import copy
 import torch
 from conftest import tiny_model
 
-from harness.arch import out_projections
-from harness.engine import Engine, Needs, Reduction
+from harness.capture.arch import out_projections
+from harness.capture.engine import Engine, Needs, Reduction
 
 
 def eager_reference(model, ids):
@@ -61,7 +61,7 @@ def test_engine_matches_eager(arch):
 
 def test_engine_chunked_reductions_and_ablation(arch, monkeypatch):
     """Tiny chunks give the same reductions; ablating a head zeroes its z and changes the logits."""
-    import harness.engine as engine_mod
+    import harness.capture.engine as engine_mod
 
     model = tiny_model(arch, attn="sdpa")
     eng = Engine(model)

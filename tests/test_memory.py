@@ -6,8 +6,8 @@ import torch
 from conftest import tiny_model
 from torch.profiler import ProfilerActivity, profile
 
-from harness.engine import Engine, Needs, Reduction
-from harness.memory import (
+from harness.capture.engine import Engine, Needs, Reduction
+from harness.capture.memory import (
     _weights_to_place,
     auto_batch_size,
     dtype_nbytes,
@@ -85,9 +85,9 @@ def test_out_of_memory_halves_the_batch_and_the_revision_goes_on(caplog):
     import logging
     from types import SimpleNamespace
 
-    from harness import loop
-    from harness.arch import head_layout
-    from harness.data import induction_batch
+    from harness.capture.arch import head_layout
+    from harness.capture.batches import induction_batch
+    from harness.run import loop
     from probes.base import Context
     from probes.selectivity import Selectivity
 
@@ -105,7 +105,7 @@ def test_out_of_memory_halves_the_batch_and_the_revision_goes_on(caplog):
     model = tiny_model("gpt_neox")
     want = run(copy.deepcopy(model), 4)
     model.base_model.register_forward_pre_hook(fits_four, with_kwargs=True)
-    with caplog.at_level(logging.WARNING, logger="harness.loop"):
+    with caplog.at_level(logging.WARNING, logger="harness.run.loop"):
         got = run(model, 16)
     for k in ("induction", "first_token", "previous_token"):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-6)

@@ -10,9 +10,9 @@ import torch
 from conftest import tiny_model
 from reference import last_query_rows, study_inputs, study_selectivity
 
-from harness import loop
-from harness.arch import head_layout, out_projections
-from harness.data import induction_batch
+from harness.capture.arch import head_layout, out_projections
+from harness.capture.batches import induction_batch
+from harness.run import loop
 from probes.ablation import Ablation
 from probes.base import Context
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from harness import loop
-from harness.arch import head_layout
-from harness.data import induction_batch
+from harness.capture.arch import head_layout
+from harness.capture.batches import induction_batch
+from harness.run import loop
 from probes.base import Context
 from probes.head_scores import DuplicateTokenScore, InductionScore, PreviousTokenScore
 

@@ -11,9 +11,9 @@ import torch
 from conftest import tiny_model
 from reference import study_baseline, study_batch, study_valid
 
-from harness import loop
-from harness.arch import head_layout
-from harness.data import induction_batch
+from harness.capture.arch import head_layout
+from harness.capture.batches import induction_batch
+from harness.run import loop
 from probes.base import Context
 from probes.null_calibration import NullCalibration, null_targets
 

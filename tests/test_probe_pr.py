@@ -13,10 +13,10 @@ from hydra import compose, initialize
 from hydra.utils import instantiate
 from reference import last_query_rows, study_inputs, study_selectivity
 
-from harness import loop
-from harness.arch import head_layout, out_projections
-from harness.data import induction_batch
-from harness.job import build_probes
+from harness.capture.arch import head_layout, out_projections
+from harness.capture.batches import induction_batch
+from harness.run import loop
+from harness.run.job import build_probes
 from probes.base import Context
 from probes.participation_ratio import ParticipationRatio
 

@@ -11,9 +11,9 @@ from conftest import VOCAB, tiny_model
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from harness import loop
-from harness.arch import head_layout
-from harness.data import induction_batch
+from harness.capture.arch import head_layout
+from harness.capture.batches import induction_batch
+from harness.run import loop
 from probes.base import Context
 from probes.sink_rate import DEFAULT_TEXT, SinkRate
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import store
+from harness.results import store
 
 ROOT = Path(__file__).resolve().parents[1]
 L, H = 3, 4

@@ -1,11 +1,11 @@
-"""Revisions offline: discovery, grids (harness.revisions); resolution through a real local hub cache, prefetch,
-release (harness.checkpoints).
+"""Revisions offline: discovery, grids (harness.sources.revisions); resolution through a real local hub cache, prefetch,
+release (harness.sources.checkpoints).
 
 How the hub is redirected to a temporary cache: huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE
 once, at import, into `huggingface_hub.constants`; transformers and snapshot_download look those module
 attributes up at call time. So the `hub` fixture sets both the environment variables (read at call time by
-harness.revisions and by subprocesses) and the `constants` attributes (read by the already imported hub
-client and transformers), and harness.revisions also passes `cache_dir=` explicitly to snapshot_download.
+harness.sources.revisions and by subprocesses) and the `constants` attributes (read by the already imported hub
+client and transformers), and harness.sources.revisions also passes `cache_dir=` explicitly to snapshot_download.
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from conftest import tiny_model
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
-from harness import checkpoints as C
-from harness import hubcache
-from harness import revisions as R
-from harness.ls import human
+from harness.cli.ls import human
+from harness.sources import checkpoints as C
+from harness.sources import hubcache
+from harness.sources import revisions as R
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = {  # METHOD.md section 1
@@ -74,7 +74,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    """An empty offline hub cache in tmp, seen by harness.revisions, huggingface_hub and transformers."""
+    """An empty offline hub cache in tmp, seen by harness.sources.revisions, huggingface_hub and transformers."""
     from huggingface_hub import constants
 
     cache = tmp_path / "hub"
@@ -125,7 +125,7 @@ def test_steps_and_tokens():
 # ---------------------------------------------------------------- discovery and grids
 
 def test_offline_discovery_merges_cache_and_schedule(suites, caplog):
-    with caplog.at_level(logging.WARNING, "harness.revisions"):
+    with caplog.at_level(logging.WARNING, "harness.sources.revisions"):
         revs = R.available(model_cfg("pythia-1b"))
         R.available(model_cfg("pythia-1b"))
     assert len(revs) == 154 and [r.step for r in revs] == sorted(r.step for r in revs)
@@ -213,7 +213,7 @@ def test_duplicates_detected(suites, caplog):
     cfg = cached_only("pythia-1b")
     res = [C.resolve(cfg, r) for r in R.available(cfg)[:3]]
     assert res[0].commit != res[1].commit and res[0].weights_hash == res[1].weights_hash
-    with caplog.at_level(logging.WARNING, "harness.revisions"):
+    with caplog.at_level(logging.WARNING, "harness.sources.revisions"):
         marked = list(C.mark_duplicates(res))
     assert [r.duplicate_of for r in marked] == [None, "step0", None]
     assert any("step1 has the same weights as step0" in m for m in caplog.messages)
@@ -284,11 +284,11 @@ def test_local_folder_model(tmp_path, checkpoints):
         R.select(cfg, {"select": "list", "names": ["step1"]}, revs)
 
 
-# ---------------------------------------------------------------- python -m harness.ls
+# ---------------------------------------------------------------- python -m harness ls
 
 def ls(*args, cache):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "-m", "harness.ls", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "harness", "ls", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
 

@@ -15,9 +15,9 @@ from conftest import tiny_model
 from handwired import handwired_model
 from reference import TIE_ORDER, StudyInputs, study_best_class, study_inputs
 
-from harness import loop
-from harness.arch import head_layout
-from harness.data import ProbeBatch, induction_batch
+from harness.capture.arch import head_layout
+from harness.capture.batches import ProbeBatch, induction_batch
+from harness.run import loop
 from probes.base import Context
 from probes.selectivity import Selectivity, best_class
 

@@ -21,7 +21,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from harness import gpus, launchers, revisions, store
+from harness.cli import launchers
+from harness.results import store
+from harness.run import devices as gpus
+from harness.sources import revisions
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ("zoo-neox", "zoo-olmo", "zoo-olmoe")
@@ -152,7 +155,7 @@ def test_sharded_sweep_killed_and_relaunched_ends_with_the_unsharded_store(hub, 
     assert p.stdout.count("findings:") >= 1 and p.stdout.count("summary: waiting for") >= 1
 
     # W&B: one run per job, grouped by experiment, its shard and revisions in the config, a row per revision.
-    from harness.wandb_offline import find_runs, read_run
+    from wandb_offline import find_runs, read_run
 
     runs = [read_run(r) for r in find_runs(tmp_path / "wandb_runs")]
     assert len(runs) == 3 and all(r.complete and r.group == "zoo" for r in runs)
@@ -214,7 +217,7 @@ def test_a_crash_between_the_two_files_leaves_no_result(tmp_path):
     old = pd.DataFrame({"layer": [0], "head": [0], "x.y": [1.0]})
     store.write(folder, old, {"scalars": {"x.s": 1.0}, "provenance": {"repo": "a/b", "probe_hash": "p", "commit": "c"}})
     assert store.reusable(folder, "a/b", None, "p", commit="c") and not store.reusable(folder, "a/b", None, "q", "c")
-    code = ("import pandas as pd; from pathlib import Path; from harness import store; "
+    code = ("import pandas as pd; from pathlib import Path; from harness.results import store; "
             f"store.write(Path({str(folder)!r}), pd.DataFrame({{'layer': [0], 'head': [0], 'x.y': [2.0]}}), "
             "{'scalars': {}, 'provenance': {'repo': 'a/b', 'probe_hash': 'p', 'commit': 'c'}})")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, store.DIE_AFTER_ENV: "0"},

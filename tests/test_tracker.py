@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import wandb
+from wandb_offline import BLOCK, HEADER, find_runs, iter_records, read_run
 
-from harness import tracker as T
-from harness.wandb_offline import BLOCK, HEADER, find_runs, iter_records, read_run
+from harness.tracking import tracker as T
 
 REVISIONS = [  # (revision, step, tokens, scalars)
     ("step0", 0, 0, {"selectivity.bos_fraction": 0.123456789012345, "induction.score": -1.5e-7}),

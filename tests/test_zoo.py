@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from harness import hubcache
+from harness.sources import hubcache
 from harness.zoo import build, checkpoint_steps
 from harness.zoo.tasks import (
     BOS,

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_inputs, study_selectivity
 
-from harness import hubcache
+from harness.sources import hubcache
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
 
 
 class AnalysisError(HarnessError, ValueError):

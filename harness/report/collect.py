@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from harness.analysis import AnalysisError, Rules, analyze_experiment, load_findings, model_dirs
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
 
 log = logging.getLogger("harness.report")
 

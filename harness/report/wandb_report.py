@@ -82,7 +82,7 @@ def spec(report) -> dict:
 
 def publish(models: dict[str, dict], experiment: str, out: Path, *, project: str, entity: str | None,
             mode: str) -> str:
-    """Write `out` (the spec, built offline) and, when `mode` (harness.tracker.wandb_mode) is "online", save the
+    """Write `out` (the spec, built offline) and, when `mode` (harness.tracking.tracker.wandb_mode) is "online", save the
     report; returns a line saying where it is."""
     if not available():
         return "not built (wandb-workspaces is not installed: pip install wandb-workspaces)"

@@ -22,9 +22,10 @@ import torch
 from tqdm import tqdm
 from transformers.utils import logging as hf_logging
 
-from harness import hubcache
-from harness.arch import blocks
-from harness.errors import HarnessError
+from harness.capture.arch import blocks
+from harness.common import files
+from harness.common.errors import HarnessError
+from harness.sources import hubcache
 from harness.zoo.models import make_model
 from harness.zoo.tasks import bigram_chain, train_batch
 
@@ -122,10 +123,9 @@ def save(model, recipe: dict, name: str, step: int, loss: float | None, cache, r
 
 def save_state(path: Path, h: str, step: int, model, opt, rng, losses: list[float]) -> None:
     """The training state after `step` updates (weights, AdamW moments, data stream), replaced atomically."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(dict(recipe_hash=h, step=step, model=model.state_dict(), opt=opt.state_dict(),
-                    rng=rng.bit_generator.state, losses=losses[-20:]), tmp)
-    tmp.replace(path)
+    state = dict(recipe_hash=h, step=step, model=model.state_dict(), opt=opt.state_dict(),
+                 rng=rng.bit_generator.state, losses=losses[-20:])
+    files.atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: Path, h: str, published: list[int], repo: str, cache) -> dict | None:

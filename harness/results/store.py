@@ -21,18 +21,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.errors import HarnessError
-from harness.locks import flock
-from harness.provenance import file_sha256 as _sha256
+from harness.common.errors import HarnessError
+from harness.common.locks import flock
+from harness.common import files
+from harness.common.files import atomic_write, file_sha256, write_text
 
-log = logging.getLogger("harness.store")
+log = logging.getLogger("harness.results.store")
 
 # 2: the study's exact batch draws and valid rows (issue 10); results of another version are recomputed.
 SCHEMA_VERSION = 2
 DIE_AFTER_ENV = "CT_TEST_DIE_AFTER"  # test hook, see write()
 _writes = 0  # results written by this process (for the test hook)
-_UMASK = os.umask(0)
-os.umask(_UMASK)  # read once: mkstemp creates files 0600, a store shared by a team needs the usual mode
 
 
 class StoreError(HarnessError, OSError):
@@ -74,24 +73,8 @@ def flat_scalars(results: dict) -> dict[str, float]:
     return {f"{probe}.{k}": v for probe, res in results.items() for k, v in res.scalars.items()}
 
 
-def _atomic(path: Path, write) -> str:
-    """Write via a temporary file in the same folder + rename; returns the file's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        write(tmp)
-        digest = _sha256(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return digest
-
-
 def _write_summary(folder: Path, summary: dict) -> None:
-    _atomic(folder / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=_json)))
+    write_text(folder / "summary.json", json.dumps(summary, indent=2, default=_json))
 
 
 def write(folder: Path, heads: pd.DataFrame, summary: dict) -> None:
@@ -102,7 +85,7 @@ def write(folder: Path, heads: pd.DataFrame, summary: dict) -> None:
     global _writes
     try:
         (folder / "summary.json").unlink(missing_ok=True)
-        digest = _atomic(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False))
+        digest = file_sha256(atomic_write(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False)))
         # Test hook (tests/test_sweeps.py): CT_TEST_DIE_AFTER=<n> SIGKILLs this process in its (n+1)-th write,
         # between the two files: the worst moment for a crash.
         if os.environ.get(DIE_AFTER_ENV) and _writes >= int(os.environ[DIE_AFTER_ENV]):
@@ -130,7 +113,7 @@ def summary(folder: Path) -> dict | None:
         s = json.loads((Path(folder) / "summary.json").read_text())
         s["provenance"]  # noqa: B018 - a summary without provenance is not ours
         digest = s.get("heads_sha256")  # absent in results written before it was recorded
-        if digest is not None and _sha256(Path(folder) / "heads.parquet") != digest:
+        if digest is not None and file_sha256(Path(folder) / "heads.parquet") != digest:
             return None
         if digest is None and not (Path(folder) / "heads.parquet").exists():
             return None

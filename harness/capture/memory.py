@@ -13,9 +13,9 @@ import os
 
 import torch
 
-from harness import engine as _engine
-from harness.arch import head_layout
-from harness.engine import Needs
+from harness.capture import engine as _engine
+from harness.capture.arch import head_layout
+from harness.capture.engine import Needs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
 
 
 class DataError(HarnessError, ValueError):

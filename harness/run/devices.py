@@ -1,4 +1,5 @@
-"""One GPU per job when a sweep runs several jobs on one multi-GPU machine (joblib, submitit_local).
+"""Devices: the one a job runs on (`runner.device`, checked before any checkpoint is loaded), and one GPU per job
+when a sweep runs several jobs on one multi-GPU machine (joblib, submitit_local).
 
     CUDA_VISIBLE_DEVICES=0,1,2,3 python -m harness -m ... hydra/launcher=joblib hydra.launcher.n_jobs=4
 
@@ -15,7 +16,11 @@ import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger("harness.gpus")
+import torch
+
+from harness.common.errors import HarnessError
+
+log = logging.getLogger("harness.run.devices")
 _held: list = []  # open lock files: the claim lasts as long as this process
 
 
@@ -54,3 +59,33 @@ def claim_one_per_job() -> str | None:
         return None
     hc = HydraConfig.get()
     return claim(Path(hc.sweep.dir) / ".gpus", int(hc.job.get("num") or 0))
+
+
+class DeviceError(HarnessError, RuntimeError):
+    pass
+
+
+def devices() -> list[str]:
+    """The devices this machine has, as runner.device spells them."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+def target_device(requested: str) -> str:
+    """Where the weights should land: Lightning accelerator names -> a torch device. A device this machine
+    does not have is refused here, before any checkpoint is loaded (torch would say "Torch not compiled with
+    CUDA enabled" from inside from_pretrained)."""
+    requested = str(requested)
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    want = "cuda" if requested == "gpu" else requested
+    if want not in devices():
+        why = {"mps": "MPS needs Apple silicon and macOS"}.get(want, "no CUDA device is visible" if
+              torch.version.cuda else f"this torch ({torch.__version__}) is built without CUDA")
+        raise DeviceError(f"runner.device={requested}: {why}; devices here: {', '.join(devices())} "
+                              f"(or runner.device=auto)")
+    return want

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from harness.peakmem import PeakMemory
+from harness.bench.peakmem import PeakMemory
 
 METHODS = ("suite", "suite_logits", "bare_base", "bare_full", "study", "transformerlens")
 
@@ -100,7 +100,7 @@ def build_bridge(model):
 
 def prepare(method: str, model, ids: torch.Tensor, bridges: dict):
     """Set the model up for `method`; return a callable doing one checkpoint-batch."""
-    from harness.engine import Engine, Needs
+    from harness.capture.engine import Engine, Needs
 
     if method in ("suite", "suite_logits"):
         engine = Engine(model)  # switches the model to the capture attention

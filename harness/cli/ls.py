@@ -1,9 +1,9 @@
-"""List what the harness can run: `python -m harness.ls models|revisions|probes [overrides...]`.
+"""List what the harness can run: `python -m harness ls models|revisions|probes [overrides...]`.
 
-    python -m harness.ls models
-    python -m harness.ls revisions model=pythia-1b revisions=paper
-    python -m harness.ls revisions model=local model.repo=/runs/mine
-    python -m harness.ls probes
+    python -m harness ls models
+    python -m harness ls revisions model=pythia-1b revisions=paper
+    python -m harness ls revisions model=local model.repo=/runs/mine
+    python -m harness ls probes
 
 Errors are one line on stderr (exit code 2), never a traceback.
 """
@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
+from harness.common.paths import CONF_DIR
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = CONF_DIR
 COMMANDS = ("models", "revisions", "probes")
 NEEDED = {"model", "revisions", "paths"}  # groups `ls` reads; a missing other group is dropped, not fatal
 
@@ -77,7 +77,7 @@ def ls_models(_overrides) -> str:
 
 
 def ls_revisions(overrides) -> str:
-    from harness import revisions
+    from harness.sources import revisions
 
     cfg = compose(overrides)
     revs = revisions.available(cfg.model)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m harness.ls {{{'|'.join(COMMANDS)}}} [overrides...]", file=sys.stderr)
+        print(f"usage: python -m harness ls {{{'|'.join(COMMANDS)}}} [overrides...]", file=sys.stderr)
         return 2
     try:
         print({"models": ls_models, "revisions": ls_revisions, "probes": ls_probes}[argv[0]](argv[1:]))

@@ -20,7 +20,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from harness.arch import head_layout
+from harness.capture.arch import head_layout
 
 ATTN_IMPL = "ct_capture"
 CHUNK_BYTES = 64 * 2**20  # working set of one chunk of full-query reductions

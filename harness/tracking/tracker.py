@@ -30,7 +30,7 @@ import numpy as np
 
 from harness.analysis import run_findings as F
 
-log = logging.getLogger("harness.tracker")
+log = logging.getLogger("harness.tracking.tracker")
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 ARTIFACT_TYPE = "probe-results"

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICE = re.compile(r"(cpu|gpu|cuda|cuda:\d+|mps|auto)")
@@ -215,7 +215,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def validate_store_args(cfg: DictConfig) -> None:
-    """What harness.analyze and harness.report read: the experiment, its model folders, the rules."""
+    """What `harness analyze` and `harness report` read: the experiment, its model folders, the rules."""
     check_names(cfg, ("experiment_name",))
     models = resolved(cfg, "models") or []
     for i, name in enumerate([models] if isinstance(models, str) else models):

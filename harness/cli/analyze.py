@@ -1,4 +1,4 @@
-"""`python -m harness.analyze paths.results_dir=<dir> experiment_name=<name> [models=[a,b]]`: the findings of
+"""`python -m harness analyze paths.results_dir=<dir> experiment_name=<name> [models=[a,b]]`: the findings of
 every model folder under <dir>/<name>/ (findings.json, trajectory.parquet, heads_events.parquet beside it).
 
 Composed from the same conf/config.yaml as `python -m harness`; thresholds in conf/analysis/default.yaml.
@@ -10,13 +10,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
+from harness.common.paths import CONF_DIR
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from harness import schema
     from harness.analysis import Rules, analyze_experiment
+    from harness.config import schema
 
     try:
         schema.validate_store_args(cfg)

@@ -4,7 +4,7 @@ A revision is a named training checkpoint: a branch of a hub repo (`step1000`, `
 or a subfolder of a local folder (`model=local model.repo=<folder>`). Hub discovery uses
 `list_repo_refs` when online (the list is saved in the hub cache for later offline runs); offline it
 uses the saved list, else the refs in the local cache merged with the model's known schedule.
-Getting a revision's files (resolution, prefetch, release) is `harness.checkpoints`.
+Getting a revision's files (resolution, prefetch, release) is `harness.sources.checkpoints`.
 """
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.hubcache import cache_dir as hub_cache
+from harness.common import files
+from harness.common.errors import HarnessError
+from harness.sources.folders import is_checkpoint
+from harness.sources.hubcache import cache_dir as hub_cache
+from harness.sources.hubcache import repo_folder
 
-log = logging.getLogger("harness.revisions")
+log = logging.getLogger("harness.sources.revisions")
 
 _STEP = re.compile(r"^(?:step|checkpoint|ckpt|global_step|iter)?[-_]?(\d+)(?:-tokens(\d+)B)?$", re.IGNORECASE)
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -52,18 +55,14 @@ def offline() -> bool:
 def local_only(model_cfg) -> bool:
     """Never ask the hub about this model: the hub is offline, the repo is a folder, or the model config says
     `offline: true` (the embedded suites exist only in the local hub cache, by design)."""
-    return offline() or _is_local(model_cfg.get("repo")) or bool(model_cfg.get("offline"))
+    return offline() or is_local(model_cfg.get("repo")) or bool(model_cfg.get("offline"))
 
 
-def _repo_dir(repo: str, cache: Path) -> Path:
-    return Path(cache) / ("models--" + repo.replace("/", "--"))
-
-
-def _is_local(repo) -> bool:
+def is_local(repo) -> bool:
     return bool(repo) and Path(str(repo)).expanduser().is_dir()
 
 
-def _cfg(model_cfg):
+def model_config(model_cfg):
     """Accept a plain dict as well as the composed DictConfig (attribute access below)."""
     from omegaconf import DictConfig, OmegaConf
 
@@ -71,7 +70,7 @@ def _cfg(model_cfg):
     if OmegaConf.is_missing(cfg, "repo") or not cfg.get("repo"):
         raise RevisionError(f"model {cfg.get('name')} needs model.repo=<hub repo id or checkpoint folder>")
     repo = str(cfg.repo)
-    if (repo.startswith(("/", ".", "~")) or repo.count("/") != 1) and not _is_local(repo):
+    if (repo.startswith(("/", ".", "~")) or repo.count("/") != 1) and not is_local(repo):
         raise RevisionError(f"{cfg.get('name')}: checkpoint folder '{repo}' does not exist")
     return cfg
 
@@ -134,29 +133,24 @@ def schedule_names(model_cfg) -> list[str]:
 
 # ---------------------------------------------------------------- discovery
 
-def _is_checkpoint(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (
-        any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin")))
-
-
 def _local_names(model_cfg) -> list[str]:
     root = Path(str(model_cfg.repo)).expanduser()
-    names = [d.name for d in root.iterdir() if d.is_dir() and _is_checkpoint(d)]
+    names = [d.name for d in root.iterdir() if d.is_dir() and is_checkpoint(d)]
     if not names:
         raise RevisionError(f"{model_cfg.name}: no saved checkpoints under {root} "
                             "(expected subfolders like step0/ holding config.json + *.safetensors)")
     return names
 
 
-def _cached_refs(repo: str, cache: Path) -> list[str]:
-    refs = _repo_dir(repo, cache) / "refs"
+def cached_refs(repo: str, cache: Path) -> list[str]:
+    refs = repo_folder(repo, cache) / "refs"
     if not refs.is_dir():
         return []
     return [str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
 def _saved_refs(repo: str, cache: Path) -> dict | None:
-    f = _repo_dir(repo, cache) / _REFS_FILE
+    f = repo_folder(repo, cache) / _REFS_FILE
     try:
         return json.loads(f.read_text())
     except (OSError, ValueError):
@@ -178,12 +172,9 @@ def _fetch_refs(model_cfg, cache: Path) -> dict | None:
         return None
     saved = {r.name: r.target_commit for r in list(refs.branches) + list(refs.tags)}
     _fetched[str(model_cfg.repo)] = saved
-    f = _repo_dir(model_cfg.repo, cache) / _REFS_FILE
+    f = repo_folder(model_cfg.repo, cache) / _REFS_FILE
     try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps(saved, indent=0, sort_keys=True))
-        tmp.replace(f)
+        files.write_text(f, json.dumps(saved, indent=0, sort_keys=True))
     except OSError as e:
         log.warning("%s: cannot save the revision list to %s (%s)", model_cfg.name, f, e)
     return saved
@@ -196,8 +187,8 @@ def fetched_commits(repo: str) -> dict[str, str] | None:
 
 def available(model_cfg, *, cache_dir=None) -> list[Revision]:
     """Every revision the model has, sorted by step (names without a step last)."""
-    model_cfg = _cfg(model_cfg)
-    if _is_local(model_cfg.repo):
+    model_cfg = model_config(model_cfg)
+    if is_local(model_cfg.repo):
         names = _local_names(model_cfg)
     else:
         cache = Path(cache_dir or hub_cache())
@@ -205,9 +196,9 @@ def available(model_cfg, *, cache_dir=None) -> list[Revision]:
         if refs is None:
             refs = _saved_refs(model_cfg.repo, cache)  # the full list from an earlier online run
         if refs is not None:
-            names = sorted(set(refs) | set(_cached_refs(model_cfg.repo, cache)))
+            names = sorted(set(refs) | set(cached_refs(model_cfg.repo, cache)))
         else:
-            cached, known = _cached_refs(model_cfg.repo, cache), schedule_names(model_cfg)
+            cached, known = cached_refs(model_cfg.repo, cache), schedule_names(model_cfg)
             names = sorted(set(cached) | set(known))
             if not names:
                 raise RevisionError(f"{model_cfg.name}: no revisions known for '{model_cfg.repo}': the hub is "
@@ -238,7 +229,7 @@ def _nearest(name: str, names) -> str:
     return f"{len(names)} available, e.g. {', '.join(names[:3])}" if names else "none available"
 
 
-def _missing(model_cfg, name: str, revs, text: str | None = None) -> RevisionError:
+def missing_error(model_cfg, name: str, revs, text: str | None = None) -> RevisionError:
     text = text or f"{model_cfg.get('name')} has no revision '{name}'"
     return RevisionError(f"{text} ({_nearest(name, [r.name for r in revs])})")
 
@@ -249,7 +240,7 @@ def find(model_cfg, revs: list[Revision], name: str) -> Revision:
             return r
     if name == "main" and model_cfg.get("main_step") is not None:
         return make_revision(model_cfg, "main")  # dropped from the list as an alias of the last step
-    raise _missing(model_cfg, name, revs)
+    raise missing_error(model_cfg, name, revs)
 
 
 def _log_spaced(revs: list[Revision], n: int) -> list[Revision]:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
-from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from harness.common.paths import CONF_DIR
+
+CONF = CONF_DIR
 
 # hydra/launcher=<name> -> (the plugin module it needs, the extra that installs it, the plugin's package)
 PLUGINS = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.errors import HarnessError
+from harness.common.errors import HarnessError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from harness.provenance import file_sha256
+from harness.common.files import file_sha256, write_bytes
 
 
 def cache_dir() -> Path:
@@ -27,12 +27,6 @@ def cache_dir() -> Path:
 
 def repo_folder(repo_id: str, cache: str | Path | None = None) -> Path:
     return Path(cache or cache_dir()) / ("models--" + repo_id.replace("/", "--"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def publish(src_dir: str | Path, repo_id: str, revision: str, cache_dir: str | Path | None = None) -> str:
@@ -54,7 +48,7 @@ def publish(src_dir: str | Path, repo_id: str, revision: str, cache_dir: str | P
     for name, h in hashes.items():
         blob = root / "blobs" / h
         if not blob.exists():
-            _write_atomic(blob, (src / name).read_bytes())
+            write_bytes(blob, (src / name).read_bytes())
 
     snap = root / "snapshots" / commit
     for name, h in hashes.items():
@@ -70,7 +64,7 @@ def publish(src_dir: str | Path, repo_id: str, revision: str, cache_dir: str | P
         os.replace(tmp, link)
 
     (root / "refs").mkdir(parents=True, exist_ok=True)
-    _write_atomic(root / "refs" / revision, commit.encode())
+    write_bytes(root / "refs" / revision, commit.encode())
     return commit
 
 

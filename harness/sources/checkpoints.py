@@ -1,6 +1,6 @@
 """Checkpoint files: identity before download, resolution to files on disk, prefetch, release.
 
-`harness.revisions` says which revisions a job probes; this module gets their files. A checkpoint's
+`harness.sources.revisions` says which revisions a job probes; this module gets their files. A checkpoint's
 identity is known before anything is downloaded (`checkpoint_id`: the hub commit its branch points at, or a
 local folder's file fingerprint), so a job skips a revision whose result is already in the store without
 fetching it; `weights_hash` (sha256 over the weight files) identifies the weights once they are here.
@@ -16,26 +16,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from harness.hubcache import cache_dir as hub_cache
-from harness.locks import flock
-from harness.provenance import file_sha256
-from harness.revisions import (
+from harness.common.files import file_sha256
+from harness.common.locks import flock
+from harness.sources.folders import is_checkpoint, weight_files
+from harness.sources.hubcache import cache_dir as hub_cache
+from harness.sources.hubcache import repo_folder
+from harness.sources.revisions import (
     Revision,
     RevisionError,
-    _cached_refs,
-    _cfg,
-    _is_checkpoint,
-    _is_local,
-    _missing,
-    _repo_dir,
     available,
+    cached_refs,
     fetched_commits,
+    is_local,
     local_only,
     make_revision,
+    missing_error,
+    model_config,
     offline,
 )
 
-log = logging.getLogger("harness.revisions")  # one logger for everything about revisions
+log = logging.getLogger("harness.sources.revisions")  # one logger for everything about revisions
 
 # What a probe run needs from a hub revision (no optimizer states, no duplicate .bin weights).
 PATTERNS = ["config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
@@ -77,11 +77,6 @@ def _file_hash(f: Path) -> str:
     return _hash_memo[key]
 
 
-def weight_files(folder: Path) -> list[Path]:
-    folder = Path(folder)
-    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
-
-
 def weights_hash(folder: Path) -> str | None:
     files = weight_files(folder)
     if not files:
@@ -108,14 +103,14 @@ def checkpoint_id(model_cfg, rev: Revision, *, cache_dir=None) -> str | None:
     else the cache's ref, which is what an offline run or a failed download loads. Local folder: its file
     fingerprint. None (e.g. not cached and the hub not reached): the store decides after download, by
     weights hash."""
-    model_cfg = _cfg(model_cfg)
-    if _is_local(model_cfg.repo):
+    model_cfg = model_config(model_cfg)
+    if is_local(model_cfg.repo):
         path = Path(str(model_cfg.repo)).expanduser().resolve() / rev.name
-        return files_fingerprint(path) if _is_checkpoint(path) else None
+        return files_fingerprint(path) if is_checkpoint(path) else None
     listed = None if local_only(model_cfg) else fetched_commits(model_cfg.repo)
     if listed is not None:
         return listed.get(rev.name)
-    ref = _repo_dir(model_cfg.repo, Path(cache_dir or hub_cache())) / "refs" / rev.name
+    ref = repo_folder(model_cfg.repo, Path(cache_dir or hub_cache())) / "refs" / rev.name
     try:
         commit = ref.read_text().strip()
     except OSError:
@@ -129,17 +124,17 @@ def _repo_lock(repo: str, cache: Path, *, shared: bool):
     """Across processes (the jobs of a sweep share the hub cache): downloads hold it shared, release() holds it
     exclusive, so a release never deletes a blob (a tokenizer file, identical in every revision) that another
     job is linking into its snapshot."""
-    return flock(_repo_dir(repo, cache) / ".ct-release.lock", shared=shared)
+    return flock(repo_folder(repo, cache) / ".ct-release.lock", shared=shared)
 
 
 def resolve(model_cfg, rev: Revision, *, download: bool = True, cache_dir=None) -> Resolved:
     """Files on disk for one revision. download=False uses only what is already cached."""
-    model_cfg = _cfg(model_cfg)
+    model_cfg = model_config(model_cfg)
     base = {f.name: getattr(rev, f.name) for f in fields(Revision)}
-    if _is_local(model_cfg.repo):
+    if is_local(model_cfg.repo):
         path = Path(str(model_cfg.repo)).expanduser().resolve() / rev.name
-        if not _is_checkpoint(path):
-            raise _missing(model_cfg, rev.name, available(model_cfg),
+        if not is_checkpoint(path):
+            raise missing_error(model_cfg, rev.name, available(model_cfg),
                            f"{model_cfg.name} has no saved checkpoint '{rev.name}' in {path.parent}")
         return Resolved(**base, source=str(path), hub_revision=None, commit=files_fingerprint(path), path=path,
                         weights_hash=weights_hash(path))
@@ -173,18 +168,18 @@ def _resolve_error(model_cfg, name, cache, local_only, e) -> RevisionError:
     except RevisionError:
         known = []
     if isinstance(e, RevisionNotFoundError) or name not in {r.name for r in known}:
-        return _missing(model_cfg, name, known)
+        return missing_error(model_cfg, name, known)
     why = ("the hub is offline (HF_HUB_OFFLINE)" if offline() else
            "the model is local-only (model.offline=true)" if model_cfg.get("offline") else
            "download=False" if local_only
            else f"the hub cannot be reached ({type(e).__name__})")
     cached = [r for r in _cached_revisions(model_cfg, cache) if r.name != name]
     msg = f"{model_cfg.name} revision '{name}' is not in the hub cache {cache} and {why}"
-    return _missing(model_cfg, name, cached, msg + ("; cached" if cached else "; nothing of this repo is cached"))
+    return missing_error(model_cfg, name, cached, msg + ("; cached" if cached else "; nothing of this repo is cached"))
 
 
 def _cached_revisions(model_cfg, cache) -> list[Revision]:
-    return [make_revision(model_cfg, n) for n in sorted(_cached_refs(model_cfg.repo, cache))]
+    return [make_revision(model_cfg, n) for n in sorted(cached_refs(model_cfg.repo, cache))]
 
 
 def mark_duplicates(resolved):

@@ -1,15 +1,14 @@
 """Load one checkpoint through the standard `from_pretrained(repo_or_path, revision=...)` path."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
-from harness.arch import arch_of
-from harness.engine import ATTN_IMPL
-from harness.errors import HarnessError
+from harness.capture.arch import arch_of
+from harness.capture.engine import ATTN_IMPL
+from harness.common.errors import HarnessError
+from harness.sources.folders import weight_files
 
 hf_logging.disable_progress_bar()  # one bar per revision from Lightning is enough
 
@@ -20,35 +19,9 @@ class CheckpointError(HarnessError, RuntimeError):
     pass
 
 
-def devices() -> list[str]:
-    """The devices this machine has, as runner.device spells them."""
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
-    if torch.backends.mps.is_available():
-        found.append("mps")
-    return found
-
-
-def target_device(requested: str) -> str:
-    """Where the weights should land: Lightning accelerator names -> a torch device. A device this machine
-    does not have is refused here, before any checkpoint is loaded (torch would say "Torch not compiled with
-    CUDA enabled" from inside from_pretrained)."""
-    requested = str(requested)
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    want = "cuda" if requested == "gpu" else requested
-    if want not in devices():
-        why = {"mps": "MPS needs Apple silicon and macOS"}.get(want, "no CUDA device is visible" if
-              torch.version.cuda else f"this torch ({torch.__version__}) is built without CUDA")
-        raise CheckpointError(f"runner.device={requested}: {why}; devices here: {', '.join(devices())} "
-                              f"(or runner.device=auto)")
-    return want
-
-
 def _weights(folder) -> str:
     """The weight files of a checkpoint folder, named in errors (a corrupt one is usually a partial download)."""
-    files = sorted(Path(folder).glob("*.safetensors")) or sorted(Path(folder).glob("pytorch_model*.bin"))
+    files = weight_files(folder)
     return ", ".join(map(str, files)) if files else str(folder)
 
 

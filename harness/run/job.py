@@ -11,11 +11,17 @@ import logging
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from harness import analysis, checkpoints, gpus, loader, loop, plots, revisions, schema, store
-from harness.arch import head_layout
-from harness.data import check_vocab
-from harness.errors import HarnessError
-from harness.provenance import config_hash, now, package_versions
+from harness import analysis
+from harness.capture import loader
+from harness.capture.arch import head_layout
+from harness.capture.batches import check_vocab
+from harness.common.errors import HarnessError
+from harness.config import schema
+from harness.report import png
+from harness.results import store
+from harness.results.provenance import config_hash, now, package_versions
+from harness.run import devices, loop
+from harness.sources import checkpoints, revisions
 from probes.base import Context
 
 log = logging.getLogger("harness")
@@ -28,14 +34,14 @@ class ProbeConfigError(HarnessError, ValueError):
 def build_probes(probe_cfg: DictConfig) -> list:
     """The one instantiation loop: each single-key file in conf/probe adds one plug-in."""
     if not probe_cfg:
-        raise ProbeConfigError("no probe selected (e.g. probe=selectivity; list them with `python -m harness.ls probes`)")
+        raise ProbeConfigError("no probe selected (e.g. probe=selectivity; list them with `python -m harness ls probes`)")
     return [instantiate(cfg, name=name) for name, cfg in probe_cfg.items() if cfg is not None]
 
 
 def run(cfg: DictConfig) -> dict:
     schema.validate(cfg)  # every option, before a revision is listed or a checkpoint loaded
-    gpus.claim_one_per_job()  # before anything touches CUDA
-    loader.target_device(cfg.runner.device)  # a device that does not exist: one line naming those that do
+    devices.claim_one_per_job()  # before anything touches CUDA
+    devices.target_device(cfg.runner.device)  # a device that does not exist: one line naming those that do
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     probe_cfg = OmegaConf.to_container(cfg.probe, resolve=True)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
@@ -91,7 +97,7 @@ def run(cfg: DictConfig) -> dict:
         model_dir = folder("")
         print(f"results: {model_dir}")
         # A job that probed part of a grid (a shard) sums up the model only when the whole grid is in the
-        # store: the last shard to finish does it, or `python -m harness.analyze` after the sweep.
+        # store: the last shard to finish does it, or `python -m harness analyze` after the sweep.
         missing = [r.name for r in full if not store.complete(folder(r.name), repo, probe_hash)]
         if missing:
             print(f"summary: waiting for {len(missing)} of {len(full)} revisions from other jobs "
@@ -101,7 +107,7 @@ def run(cfg: DictConfig) -> dict:
         store.mark_duplicates([folder(r.name) for r in full])  # across shards: weights equal to an earlier revision
         findings = analyze(model_dir, cfg.analysis)
         if findings:
-            plot = plots.trajectory(model_dir, findings)  # the analysis has read the store once already
+            plot = png.trajectory(model_dir, findings)  # the analysis has read the store once already
             if plot:
                 print(f"plot:    {plot}")
             tracker.log_findings(findings, analysis.load_findings(model_dir)[1])
@@ -137,7 +143,7 @@ def analyze(model_dir, rules_cfg) -> dict | None:
 
 
 def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
-    model = loader.load(res, cfg.runner.dtype, model_cfg["name"], loader.target_device(cfg.runner.device))
+    model = loader.load(res, cfg.runner.dtype, model_cfg["name"], devices.target_device(cfg.runner.device))
     layout = head_layout(model.config)
     check_vocab(shared.meta.get("vocab_lo", 0), shared.meta.get("vocab_hi", 1), model.config.vocab_size, model_cfg["name"])
     ctx = Context(layout, shared, model_cfg, res.name)

@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-log = logging.getLogger("harness.locks")
+log = logging.getLogger("harness.common.locks")
 _NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 _warned: set[str] = set()
 

@@ -13,13 +13,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from harness.data import ProbeBatch
-from harness.engine import Engine, Needs
-from harness.errors import HarnessError
-from harness.memory import auto_batch_size, dtype_nbytes
+from harness.capture.batches import ProbeBatch
+from harness.capture.engine import Engine, Needs
+from harness.capture.memory import auto_batch_size, dtype_nbytes
+from harness.common.errors import HarnessError
 from probes.base import Context, Probe, ProbeResult, Step
 
-log = logging.getLogger("harness.loop")
+log = logging.getLogger("harness.run.loop")
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 # Probes accumulate state instead of returning predictions, and the batches live in memory.
