@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from conftest import tiny_model
 
@@ -76,3 +77,102 @@ def test_engine_chunked_reductions_and_ablation(arch, monkeypatch):
     assert ablated.z[-1][:, 1, 2].abs().max() == 0
     close(ablated.z[-1][:, 0], full.z[-1][:, 0])  # earlier layers untouched
     assert (ablated.logits[-1] - full.logits[-1]).abs().max() > 1e-4
+
+
+def gqa_model(arch: str, kv_heads: int = 2, seed: int = 0):
+    """A tiny OLMo/OLMoE with grouped-query attention (4 query heads share `kv_heads` k/v heads), eager."""
+    from conftest import tiny_config
+    from transformers import AutoModelForCausalLM
+
+    cfg = tiny_config(arch)
+    cfg.num_key_value_heads = kv_heads
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
+
+
+def padded_batch(side: str, B: int = 4, T: int = 40, seed: int = 0):
+    """(ids, mask): random tokens, row b with 0, 3, 7, 12 padding positions on `side` (mask 0 there)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 97, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    for b, n_pad in enumerate((0, 3, 7, 12)[:B]):
+        if n_pad:
+            pad = slice(0, n_pad) if side == "left" else slice(T - n_pad, T)
+            mask[b, pad] = 0
+            ids[b, pad] = 0
+    return ids, mask
+
+
+def reference_reduction(A, real, r: Reduction):
+    """(B, L, H): the reduction over each row's real queries in [lo, hi) whose target key is a real token at or
+    before the query (diag: key i - arg; col: key arg; entropy: every real query), from full eager maps."""
+    B, T = real.shape
+    lo = r.lo + T if r.lo < 0 else r.lo
+    hi = T if r.hi is None else (r.hi + T if r.hi < 0 else r.hi)
+    out = []
+    for b in range(B):
+        vals = []
+        for i in range(lo, hi):
+            if not real[b, i]:
+                continue
+            if r.kind == "entropy":
+                p = A[b, :, :, i].double()
+                vals.append(-(p * p.clamp_min(1e-300).log()).sum(-1))
+                continue
+            key = i - r.arg if r.kind == "diag" else r.arg
+            if 0 <= key <= i and real[b, key]:
+                vals.append(A[b, :, :, i, key].double())
+        assert vals, (b, r)  # the batch is built so that every row has some
+        out.append(torch.stack(vals).mean(0))
+    return torch.stack(out).float()
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("arch", ["olmo", "olmoe"])
+def test_engine_matches_eager_gqa_with_padding(arch, side):
+    """Grouped-query attention (2 k/v heads for 4 query heads) and a padded batch: every statistic the engine
+    serves equals eager attention (output_attentions=True, same attention_mask) on the real positions."""
+    model = gqa_model(arch)
+    assert model.config.num_key_value_heads == 2 < model.config.num_attention_heads == 4
+    att = model.model.layers[0].self_attn
+    assert att.k_proj.out_features == att.v_proj.out_features == 2 * 16 < att.q_proj.out_features == 4 * 16
+    ids, mask = padded_batch(side)
+    B, T = ids.shape
+    real = mask.bool()
+    zs = []
+    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(lambda m, a: zs.append(a[0]))
+             for layer in model.model.layers]
+    try:
+        with torch.no_grad():
+            out = model(ids, attention_mask=mask, output_attentions=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    A = torch.stack(out.attentions, 1)  # (B, L, H, T, T)
+    z = torch.stack([x.view(B, T, 4, -1) for x in zs], 1)  # (B, L, T, H, d)
+
+    reds = [Reduction("diag", 1, 1), Reduction("diag", 2, 0), Reduction("col", 20, 20), Reduction("col", 0, 1),
+            Reduction("entropy", 0, 1), Reduction("entropy", 0, 14, 30), Reduction("diag", 0, -16, -2)]
+    if side == "left":  # position 0 is padding in three rows: no first-token column there
+        reds.remove(Reduction("col", 0, 1))
+    rows, zpos = [-1, 13, 25], [-1, 13, 25]
+    if side == "right":  # the last position is padding in three rows: read the rows' real ends too
+        rows, zpos = [10, 26, 30], [10, 26, 30]
+    eng = Engine(copy.deepcopy(model))
+    cap = eng.run(ids, Needs.of(rows=rows, reductions=reds, z=zpos, logits=zpos), attention_mask=mask)
+    assert cap.finite
+    for p in rows:
+        q = p % T
+        keep = real[:, q]  # rows where query p is a real token
+        assert keep.sum() >= 2
+        got, want = cap.rows[p][keep], A[keep][..., q, :]
+        close(got, want)
+        for g, r in zip(got, real[keep]):
+            assert (g[..., ~r] == 0).all()  # no attention to padding keys
+    for r in reds:
+        want = reference_reduction(A, real, r)
+        close(cap.reductions[r], want)
+    for p in zpos:
+        keep = real[:, p % T]
+        close(cap.z[p][keep], z[keep][:, :, p % T])
+        close(cap.logits[p][keep], out.logits[keep][:, p % T])

@@ -30,7 +30,8 @@ CHUNK_BYTES = 64 * 2**20  # working set of one chunk of full-query reductions
 class Reduction:
     """Mean over queries i in [lo, hi) of: A[i, i-arg] ("diag"), A[i, arg] ("col") or H(A[i]) ("entropy").
 
-    Negative lo/hi count from the end; hi=None means T. Queries with no valid key are skipped.
+    Negative lo/hi count from the end; hi=None means T. Queries with no valid key are skipped; with an
+    attention_mask, so are padding queries and queries whose key (i-arg, arg) is padding, row by row.
     """
 
     kind: str
@@ -74,8 +75,9 @@ def _pos(p: int | None, T: int, default: int) -> int:
 class _Recorder:
     """Collects per-layer statistics during one forward pass."""
 
-    def __init__(self, needs: Needs, T: int, n_layers: int, ablate: dict | None):
+    def __init__(self, needs: Needs, T: int, n_layers: int, ablate: dict | None, real=None):
         self.needs, self.T, self.ablate = needs, T, ablate or {}
+        self.real = real  # (B, T) bool: real tokens (the attention_mask), None without padding
         self.per_layer: list[dict] = [dict() for _ in range(n_layers)]
 
     def layer(self, idx, query, key, mask, scaling, out):
@@ -92,7 +94,7 @@ class _Recorder:
                 probs = _probs(q[:, :, qpos], k, qpos, mask, scaling)
                 rec["rows"] = {p: probs[:, :, i] for i, p in enumerate(sorted(n.rows))}
             if n.reductions:
-                rec["reductions"] = _reduce(q, k, mask, scaling, n.reductions, self.T)
+                rec["reductions"] = _reduce(q, k, mask, scaling, n.reductions, self.T, self.real)
         if n.z:
             # A copy: a view would keep the layer's whole (B, T, H, d) output alive until the pass ends.
             rec["z"] = {p: out[:, _pos(p, self.T, 0)].clone() for p in n.z}
@@ -124,30 +126,37 @@ def _probs(q, k, qpos, mask, scaling):
     return torch.softmax(_scores(q, k, qpos, mask, scaling), dim=-1)
 
 
-def _reduce(q, k, mask, scaling, reductions, T):
+def _reduce(q, k, mask, scaling, reductions, T, real=None):
     B, H = q.shape[:2]
     spans = {r: (_pos(r.lo, T, 0), _pos(r.hi, T, T)) for r in reductions}
     lo, hi = min(a for a, _ in spans.values()), max(b for _, b in spans.values())
     sums = {r: q.new_zeros(B, H) for r in reductions}
-    counts = dict.fromkeys(reductions, 0)
+    counts = {r: q.new_zeros(B) for r in reductions}  # per row: padding differs from row to row
+    real = None if real is None else real.to(q.device)
     chunk = max(1, CHUNK_BYTES // (4 * B * H * T))
     for c0 in range(lo, hi, chunk):
         qpos = torch.arange(c0, min(c0 + chunk, hi), device=q.device)
         p = _probs(q[:, :, qpos], k, qpos, mask, scaling)  # (B, H, C, T)
         for r, (a, b) in spans.items():
-            sel = (qpos >= a) & (qpos < b)
+            sel = ((qpos >= a) & (qpos < b))[None].expand(B, -1)  # (B, C)
             if r.kind == "diag":
-                sel &= qpos - r.arg >= 0
+                sel = sel & (qpos - r.arg >= 0)
                 keys = (qpos - r.arg).clamp(min=0)
                 vals = p.gather(-1, keys.view(1, 1, -1, 1).expand(B, H, -1, 1)).squeeze(-1)
             elif r.kind == "col":
-                sel &= qpos >= r.arg
+                sel = sel & (qpos >= r.arg)
                 vals = p[..., r.arg]
             else:
                 vals = -torch.special.xlogy(p, p).sum(-1)
-            sums[r] += (vals * sel).sum(-1)
-            counts[r] += int(sel.sum())
-    return {r: sums[r] / max(counts[r], 1) for r in reductions}
+            if real is not None:
+                sel = sel & real[:, qpos]
+                if r.kind == "diag":
+                    sel = sel & real[:, keys]
+                elif r.kind == "col":
+                    sel = sel & real[:, r.arg, None]
+            sums[r] += (vals * sel[:, None]).sum(-1)
+            counts[r] += sel.sum(-1)
+    return {r: sums[r] / counts[r].clamp(min=1)[:, None] for r in reductions}
 
 
 def capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -185,7 +194,8 @@ class Engine:
     @torch.inference_mode()
     def run(self, input_ids, needs: Needs, attention_mask=None, ablate: dict | None = None) -> Capture:
         T = input_ids.shape[1]
-        with self._recording(_Recorder(needs, T, self.layout.n_layers, ablate)) as rec:
+        real = None if attention_mask is None else attention_mask.bool()
+        with self._recording(_Recorder(needs, T, self.layout.n_layers, ablate, real)) as rec:
             # The base model skips the unembedding (half of a small model's forward).
             hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         cap = rec.capture()
