@@ -1,6 +1,6 @@
 """Small real transformers models (GPT-NeoX, OLMo) whose attention heads are set by hand.
 
-On the study's induction batch (METHOD.md section 2) every head has a known selectivity class, so tests can
+On the study's induction batch (docs/method.md section 2) every head has a known selectivity class, so tests can
 check the screen on the real model classes without checkpoints. 2 layers x 4 heads, d_head = d_model / 4:
   layer 0: h0 previous-token (also copies the previous token into a second residual subspace), h1 self,
            h2 local (offset 4: T-5 for the last query), h3 first-token (offset = last query position);

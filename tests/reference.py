@@ -1,4 +1,4 @@
-"""Independent eager reference computations of the study's head signals (METHOD.md section 3).
+"""Independent eager reference computations of the study's head signals (docs/method.md section 3).
 
 Plain `output_attentions=True` with eager attention; nothing from the harness's capture engine, so
 tests can check the harness (and the zoo) against it.
@@ -15,7 +15,7 @@ TIE_ORDER = ("induction", "previous_token", "duplicate", "first_token", "self", 
 
 
 def study_batch(n: int, seq_len: int, vocab_lo: int, vocab_hi: int, seed: int = 42):
-    """The study's induction batch, written from METHOD.md section 2 alone (nothing from the harness).
+    """The study's induction batch, written from docs/method.md section 2 alone (nothing from the harness).
 
     Returns (ids (n, T), b (n,), ab (n,)): the tokens, each row's B and the planted position of A.
     """
@@ -46,7 +46,7 @@ def study_valid(ids: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def study_baseline(seq_len: int, n: int = 50, seed: int = 0) -> list[int]:
-    """The 50 baseline positions in the study's draw order (METHOD.md section 2)."""
+    """The 50 baseline positions in the study's draw order (docs/method.md section 2)."""
     T = seq_len
     excluded = {0, T - 1, T - 2, T - 6, T - 5, T - 4, T - 3}
     rng = np.random.RandomState(seed)
@@ -80,7 +80,7 @@ def eager_attentions(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
 
 @dataclass
 class StudyInputs:
-    """The study's batch and the positions its code uses, rebuilt from METHOD.md section 2."""
+    """The study's batch and the positions its code uses, rebuilt from docs/method.md section 2."""
 
     ids: torch.Tensor  # (N, T) or (N, T+1) with a prepended BOS; the query is the last position
     ab: np.ndarray  # (N,) position of the first A (shifted with BOS)

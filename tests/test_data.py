@@ -1,4 +1,4 @@
-"""The probe batch equals the study's draws (METHOD.md section 2), rebuilt independently in tests/reference.py."""
+"""The probe batch equals the study's draws (docs/method.md section 2), rebuilt independently in tests/reference.py."""
 from __future__ import annotations
 
 import numpy as np

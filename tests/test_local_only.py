@@ -1,4 +1,4 @@
-"""Local-only models (the embedded suites, model=local) never ask the hub and print no hub warning (issue 13).
+"""Local-only models (the embedded suites, model=local) never ask the hub and print no hub warning.
 
 The hub endpoint points at a closed local port: any request the harness made would fail at once and
 print the "Could not reach the Hub" / "cannot list revisions ... on the hub" warnings this test looks for.

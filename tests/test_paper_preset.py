@@ -2,7 +2,7 @@
 
 The checkpoints are hand-wired (tests/handwired.py: previous-token, self, local, first-token, induction,
 duplicate and mixed heads), so every class is far from 1x; the golden values come from eager attention on the
-batch rebuilt from METHOD.md section 2 (tests/reference.py), not from the harness.
+batch rebuilt from docs/method.md section 2 (tests/reference.py), not from the harness.
 """
 from __future__ import annotations
 

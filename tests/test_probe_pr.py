@@ -95,7 +95,7 @@ def test_paper_preset_matches_study(arch):
     probes, batch = build_probes(cfg.probe), instantiate(cfg.data)
     model = tiny_model(arch)
     res = run(model, probes, batch)
-    inp = study_inputs(30, 64, 5, 97, bos_id=0 if cfg.data.prepend_bos else None)  # rebuilt from METHOD.md
+    inp = study_inputs(30, 64, 5, 97, bos_id=0 if cfg.data.prepend_bos else None)  # rebuilt from docs/method.md
     want = study_selectivity(last_query_rows(model, inp.ids), inp)
     for c, v in want.items():
         np.testing.assert_allclose(res["selectivity"].heads[c], v, rtol=1e-5)

@@ -30,7 +30,7 @@ from harness.sources import hubcache
 from harness.sources import revisions as R
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER = {  # METHOD.md section 1
+PAPER = {  # docs/method.md section 1
     "pythia-1b": "step1 step4 step16 step64 step256 step512 step3000 step10000 step38000 step143000",
     "olmo-1b-0724": "step1000-tokens2B step2000-tokens4B step5000-tokens10B step11000-tokens23B step25000-tokens52B "
                     "step56000-tokens117B step126000-tokens264B step285000-tokens597B step644000-tokens1350B "

@@ -1,6 +1,6 @@
 """The selectivity screen equals the study's rules applied by explicit loops to eager attention maps.
 
-Every input of the golden values (tokens, ab, valid rows, baseline positions) is rebuilt from METHOD.md
+Every input of the golden values (tokens, ab, valid rows, baseline positions) is rebuilt from docs/method.md
 section 2 in tests/reference.py, not taken from the harness's batch.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ RUNNER = SimpleNamespace(device="cpu", dtype="float32", batch_size=7, progress_b
 
 
 def by_hand(model, inp: StudyInputs):
-    """Explicit loops over examples, layers and heads of eager output_attentions=True (METHOD.md section 3)."""
+    """Explicit loops over examples, layers and heads of eager output_attentions=True (docs/method.md section 3)."""
     with torch.no_grad():
         att = model.base_model(inp.ids, output_attentions=True).attentions  # no 10k-wide logits
     N, T = inp.ids.shape

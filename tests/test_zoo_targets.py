@@ -25,8 +25,8 @@ from harness.sources import hubcache
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 N = 1000  # probe sequences per revision (the harness screen uses 2000; ratios of means are stable at 1000)
-# Suites whose pinned build (isa=avx2) misses a target (issue 14): a strict xfail, so a recipe that starts
-# meeting it has to be moved out of the set. OLMoE: no sink.
+# Suites whose pinned build (isa=avx2) misses a target: a strict xfail, so a recipe that starts meeting it
+# has to be moved out of the set. OLMoE: no sink (what was tried: docs/zoo.md).
 SINKS_PENDING = {"olmoe"}
 
 
@@ -80,7 +80,7 @@ def test_induction_forms_inside_the_grid(trajectory):
 def test_bos_heads_form_after_the_circuit_outside_layer_0(trajectory, request):
     model, _, rows = trajectory
     if model["name"].removeprefix("zoo-") in SINKS_PENDING:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 14 (embedded sinks): this suite's pinned "
+        request.applymarker(pytest.mark.xfail(strict=True, reason="embedded sinks: this suite's pinned "
                                               "build has no BOS head at 2x the formation tokens or at the end"))
     final = (rows[-1]["first_token"] >= 30) & (rows[-1]["induction"] < 50)  # a sink, not an induction-circuit head
     assert final.any(), f"no BOS-classified head at the final revision: max {rows[-1]['first_token'].max():.1f}x"

@@ -16,7 +16,7 @@ Tasks:
   recipes: the class can also be read off the later tokens themselves, so no dedicated head is needed;
   on NeoX (2 and 3 layers) it formed a BOS head on the probe batch only in some runs.
 - recall (`insert_recall`, phase mix `recall`, with `ramp`): `STORE v` early in a row; the token after each later
-  RECALL trigger is v's class. Not in a shipped recipe (issue 14): ramped in after the circuit it is learned by
+  RECALL trigger is v's class. Not in a shipped recipe: ramped in after the circuit it is learned by
   the induction heads themselves, and the BOS attention it grows stays in an induction head (see the function).
 """
 from __future__ import annotations
