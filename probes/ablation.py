@@ -1,4 +1,4 @@
-"""Causal check by zero-ablation (METHOD.md section 3).
+"""Causal check by zero-ablation (docs/method.md section 3).
 
 Zeroing a head = zeroing its slice of the output-projection input (the engine's `ablate=`). On the
 shared induction batch, at the last position (the second A), the target is B (the token at ab+1):
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from harness.capture.engine import Needs
-from probes.base import Context, Probe, ProbeResult, Step, circuit_names
+from harness.common.heads import head_names
+from probes.base import Context, Probe, ProbeResult, Step, ratio_of_means
 
 METRICS = ("top1", "top5", "logit")
 
@@ -24,11 +25,13 @@ class Ablation(Probe):
     columns = ("delta_top1", "delta_top5", "delta_logit", "circuit")
     needs_logits = True
 
-    def __init__(self, name="ablation", per_head: bool | None = None, max_heads_per_head=64, induction=50.0,
-                 n_random=5, seed=0, eps=1e-8):
-        super().__init__(name)
+    def __init__(self, per_head: bool | None = None, max_heads_per_head=64, induction=50.0, n_random=5, seed=0,
+                 eps=1e-8):
         self.per_head, self.max_heads = per_head, max_heads_per_head  # per_head None = auto (small models only)
         self.induction, self.n_random, self.seed, self.eps = induction, n_random, seed, eps
+
+    def thresholds(self):
+        return {"induction": self.induction}
 
     def needs(self, batch):
         return Needs.of(rows=[-1], logits=[-1])
@@ -75,7 +78,7 @@ class Ablation(Probe):
             self.ablate_sets(ctx)
 
     def ablate_sets(self, ctx: Context):
-        sel = (self.ind / max(self.n_valid, 1)) / np.maximum(self.base / self.seen, self.eps)  # a ratio of means
+        sel = ratio_of_means(self.ind / max(self.n_valid, 1), self.base / self.seen, self.eps)
         self.circuit = sel >= self.induction
         rng = np.random.RandomState(self.seed)
         sets = {"circuit": self.circuit}
@@ -109,4 +112,4 @@ class Ablation(Probe):
             scalars[f"random_{m}_mean"] = float(np.mean([r[m] for r in rnd])) if rnd else float("nan")
             scalars[f"random_{m}_std"] = float(np.std([r[m] for r in rnd])) if rnd else float("nan")
         return ProbeResult(heads={**heads, "circuit": self.circuit}, scalars=scalars,
-                           info={k: circuit_names(v) for k, v in self.sets.items()})
+                           info={k: head_names(v) for k, v in self.sets.items()})

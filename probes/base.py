@@ -2,7 +2,8 @@
 
 A probe declares what it needs from each forward pass (`needs`), accumulates over batches
 (`on_batch`) and returns per-head arrays (layer x head) plus scalars (`on_checkpoint_end`).
-A new probe is one file here plus one yaml in conf/probe/; the harness never names probes.
+A new probe is one file here plus one yaml in conf/probe/; the harness never names probes. The yaml's key is the
+probe's name (its column prefix in the store); `probe=all` selects every such file.
 
 Lifecycle per checkpoint: on_checkpoint_start(ctx) -> on_batch(step) for every batch ->
 on_checkpoint_end(ctx) -> ProbeResult. Probes by default read the shared batch (conf/data);
@@ -42,7 +43,7 @@ class Step:
         return ctx.batch.positions[name][self.index]
 
     def valid(self, ctx: Context) -> np.ndarray:
-        """(B,) bool: this batch's rows whose induction/duplicate targets count (METHOD.md section 2)."""
+        """(B,) bool: this batch's rows whose induction/duplicate targets count (docs/method.md section 2)."""
         return ctx.batch.valid[self.index]
 
 
@@ -54,13 +55,33 @@ class ProbeResult:
 
 
 class Probe:
-    """Base class. Subclasses set `columns` (metric names, documentation for `harness ls probes`)."""
+    """Base class. A subclass sets:
+
+    - `columns`: its per-head metric names (documentation, shown by `python -m harness ls probes`);
+    - `version`: bump it whenever a change to the code changes the probe's numbers: stored results of another
+      version are recomputed, never reused;
+    - `signals` (optional): which of its metrics (per-head or scalar) play a standard role that the findings and
+      reports read, e.g. {"induction": "induction"} says that this probe's `induction` column is the induction
+      selectivity (roles: induction, first_token, previous_token, pr; scalars bos_fraction, n_induction,
+      induction_max);
+    - `thresholds()` (optional): the head-class thresholds it applies, recorded with every result so that the
+      findings and reports classify heads exactly as the probe did.
+
+    The harness sets `name` from the probe's yaml key; constructed directly, a probe is named after its class.
+    """
 
     columns: tuple[str, ...] = ()
+    version: int = 1
+    signals: dict[str, str] = {}
     needs_logits = False
 
-    def __init__(self, name: str | None = None):
-        self.name = name or type(self).__name__.lower()
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__.lower()
+
+    def thresholds(self) -> dict[str, float]:
+        return {}
 
     def make_batch(self, ctx: Context) -> ProbeBatch | None:
         """Return a batch of its own, or None to use the shared one."""
@@ -79,6 +100,8 @@ class Probe:
         raise NotImplementedError
 
 
-def circuit_names(mask: np.ndarray) -> list[str]:
-    """Boolean (L, H) -> ["L4H4", ...]."""
-    return [f"L{layer}H{head}" for layer, head in zip(*np.nonzero(mask))]
+def ratio_of_means(mean_target, mean_baseline, eps: float):
+    """Selectivity as the study defines it: mean attention to a target / mean attention to the baseline
+    positions (means over examples), the baseline floored at eps (docs/method.md section 3)."""
+    return mean_target / np.maximum(mean_baseline, eps)
+

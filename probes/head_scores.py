@@ -1,4 +1,4 @@
-"""Standard head scores on [BOS] + R + R (TransformerLens / ARENA; METHOD.md section 3).
+"""Standard head scores on [BOS] + R + R (TransformerLens / ARENA; docs/method.md section 3).
 
 R is uniform random ordinary tokens of length rep_len. With r = rep_len and the second copy at
 positions [1+r, 1+2r), the score is the mean attention on an offset diagonal:
@@ -43,8 +43,7 @@ class HeadScore(Probe):
 
     columns = ("score", "score_len<r>", "is_head")
 
-    def __init__(self, name=None, lengths=(50, 37), n=100, seed=0, threshold=0.4):
-        super().__init__(name)
+    def __init__(self, lengths=(50, 37), n=100, seed=0, threshold=0.4):
         self.lengths, self.n, self.seed, self.threshold = tuple(int(r) for r in lengths), n, seed, threshold
 
     def reduction(self, r: int) -> Reduction:
@@ -81,6 +80,8 @@ class HeadScore(Probe):
 class InductionScore(HeadScore):
     """Induction score on [BOS]+R+R: attention to the token after the previous occurrence, min over repeat lengths."""
 
+    name = "induction_score"
+
     def reduction(self, r):
         return Reduction("diag", r - 1, 1 + r, 1 + 2 * r)
 
@@ -88,12 +89,16 @@ class InductionScore(HeadScore):
 class PreviousTokenScore(HeadScore):
     """Previous-token score on [BOS]+R+R: attention to position i-1 (queries 2..2r), min over repeat lengths."""
 
+    name = "previous_token"
+
     def reduction(self, r):
         return Reduction("diag", 1, 2, 1 + 2 * r)
 
 
 class DuplicateTokenScore(HeadScore):
     """Duplicate-token score on [BOS]+R+R: attention to the previous occurrence of the same token, min over repeat lengths."""
+
+    name = "duplicate_token"
 
     def reduction(self, r):
         return Reduction("diag", r, 1 + r, 1 + 2 * r)

@@ -1,4 +1,4 @@
-"""Null calibration of the induction selectivity (METHOD.md section 3).
+"""Null calibration of the induction selectivity (docs/method.md section 3).
 
 A draw is one random target position per example: uniform over [1, T-1) minus that example's
 class targets (first token, ab, ab+1, T-2, T-1 and the local T-6..T-3). Its null selectivity is
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from harness.capture.engine import Needs
-from probes.base import Context, Probe, ProbeResult, Step
+from probes.base import Context, Probe, ProbeResult, Step, ratio_of_means
 
 
 def null_targets(batch, draws: int, seed: int) -> np.ndarray:
@@ -36,10 +36,14 @@ class NullCalibration(Probe):
 
     columns = ("p99", "max")
 
-    def __init__(self, name="null", draws=500, seed=0, percentile=99.0, floor=2.0, precision=50.0, eps=1e-8):
-        super().__init__(name)
+    name = "null"
+
+    def __init__(self, draws=500, seed=0, percentile=99.0, floor=2.0, precision=50.0, eps=1e-8):
         self.draws, self.seed, self.percentile = draws, seed, percentile
         self.floor, self.precision, self.eps = floor, precision, eps
+
+    def thresholds(self):
+        return {"induction": self.precision}  # T_precision: the induction-circuit threshold
 
     def needs(self, batch):
         return Needs.of(rows=[-1])
@@ -68,7 +72,7 @@ class NullCalibration(Probe):
 
     def on_checkpoint_end(self, ctx: Context) -> ProbeResult:
         n_valid = self.n_valid or np.nan  # no valid row: NaN throughout, like the screen's induction column
-        null = (self.sums / n_valid) / np.maximum(self.base / self.n, self.eps)  # (D, L, H)
+        null = ratio_of_means(self.sums / n_valid, self.base / self.n, self.eps)  # (D, L, H)
         p99 = float(np.percentile(null, self.percentile))
         t_recall = max(self.floor, p99) if self.n_valid else float("nan")
         return ProbeResult(

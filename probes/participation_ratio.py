@@ -1,4 +1,4 @@
-"""Participation ratio of each head's output z (METHOD.md section 3).
+"""Participation ratio of each head's output z (docs/method.md section 3).
 
 `entropy` (the study's): M = the N x d_head matrix of z, not centred, singular values s,
 p = s^2 / sum s^2, PR = exp(-sum p log p). `classic`: (sum l)^2 / sum l^2 over the eigenvalues l
@@ -28,8 +28,10 @@ class ParticipationRatio(Probe):
 
     columns = ("entropy", "classic")
 
-    def __init__(self, name="pr", positions: Literal["last", "all"] = "last", n: int | None = None):
-        super().__init__(name)
+    name = "pr"
+    signals = {"pr": "entropy"}
+
+    def __init__(self, positions: Literal["last", "all"] = "last", n: int | None = None):
         if positions not in ("last", "all"):
             raise ValueError(f"pr.positions must be 'last' or 'all', got '{positions}'")
         self.positions, self.n = positions, n

@@ -1,4 +1,4 @@
-"""The study's capability-specific selectivity screen (METHOD.md section 3).
+"""The study's capability-specific selectivity screen (docs/method.md section 3).
 
 From the attention row of the last query, per head: mean attention (over examples) to each
 class target divided by the mean attention to 50 fixed baseline positions (a ratio of means).
@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from harness.capture.engine import Needs
-from probes.base import Context, Probe, ProbeResult, Step, circuit_names
+from harness.common.heads import head_names
+from probes.base import Context, Probe, ProbeResult, Step, ratio_of_means
 
 # The study's tie order: classes are ranked by selectivity, descending, ties kept in this order.
 CLASSES = ("induction", "previous_token", "duplicate", "first_token", "self", "local")
@@ -26,12 +27,17 @@ class Selectivity(Probe):
     """Study's selectivity screen: six classes vs a 50-position baseline; BOS (both rules), induction and previous-token circuits."""
 
     columns = CLASSES + ("baseline", "best_class", "bos", "bos_best", "induction_circuit", "prev_token_circuit")
+    version = 1
+    signals = {"induction": "induction", "first_token": "first_token", "previous_token": "previous_token",
+               "bos_fraction": "bos_fraction", "n_induction": "n_induction", "induction_max": "induction_max"}
 
-    def __init__(self, name="selectivity", assign=30.0, induction=50.0, prev_token=100.0, bos=30.0,
-                 sink_regime=0.7, eps=1e-8):
-        super().__init__(name)
+    def __init__(self, assign=30.0, induction=50.0, prev_token=100.0, bos=30.0, sink_regime=0.7, eps=1e-8):
         self.assign, self.induction, self.prev_token, self.bos = assign, induction, prev_token, bos
         self.sink_regime, self.eps = sink_regime, eps
+
+    def thresholds(self):
+        return {"assign": self.assign, "induction": self.induction, "prev_token": self.prev_token, "bos": self.bos,
+                "sink_regime": self.sink_regime}
 
     def needs(self, batch):
         return Needs.of(rows=[-1])
@@ -67,8 +73,7 @@ class Selectivity(Probe):
         count = {c: self.n_valid if c in PAIRED else self.n for c in self.sums}
         with np.errstate(invalid="ignore"):  # no valid row: induction/duplicate are NaN, not 0
             mean = {c: s / count[c] if count[c] else s * np.nan for c, s in self.sums.items()}
-        base = np.maximum(mean["baseline"], self.eps)
-        sel = {c: mean[c] / base for c in CLASSES}
+        sel = {c: ratio_of_means(mean[c], mean["baseline"], self.eps) for c in CLASSES}
         best = best_class(sel, self.assign)
         bos = sel["first_token"] >= self.bos  # rule (a): whatever the best class (study's developmental numbers)
         bos_best = best == "first_token"  # rule (b): best class first-token (study's final-checkpoint tables)
@@ -92,6 +97,6 @@ class Selectivity(Probe):
             heads={**sel, "baseline": mean["baseline"], "best_class": best, "bos": bos, "bos_best": bos_best,
                    "induction_circuit": ind, "prev_token_circuit": prev},
             scalars=scalars,
-            info={"induction_circuit": circuit_names(ind), "prev_token_circuit": circuit_names(prev),
-                  "bos_heads": circuit_names(bos), "bos_best_heads": circuit_names(bos_best)},
+            info={"induction_circuit": head_names(ind), "prev_token_circuit": head_names(prev),
+                  "bos_heads": head_names(bos), "bos_best_heads": head_names(bos_best)},
         )

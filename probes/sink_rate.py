@@ -1,4 +1,4 @@
-"""Attention-sink rate of Gu et al. (METHOD.md section 3).
+"""Attention-sink rate of Gu et al. (docs/method.md section 3).
 
 alpha = mean over queries i >= 1 of A[i, 0]; a sink head when alpha > epsilon (0.3). Measured on the
 shared induction batch and, when the checkpoint ships a tokenizer (found offline: `model.tokenizer`,
@@ -53,8 +53,9 @@ class SinkRate(Probe):
 
     columns = ("alpha", "is_sink", "alpha_text", "is_sink_text")
 
-    def __init__(self, name="sink", epsilon=0.3, text="default", text_len=64, text_n=32):
-        super().__init__(name)
+    name = "sink"
+
+    def __init__(self, epsilon=0.3, text="default", text_len=64, text_n=32):
         self.epsilon, self.text, self.text_len, self.text_n = epsilon, text, text_len, text_n
 
     def needs(self, batch):
@@ -100,7 +101,7 @@ class SinkRate(Probe):
     def on_checkpoint_end(self, ctx: Context) -> ProbeResult:
         alpha = self.sum / self.n
         heads = {"alpha": alpha, "is_sink": alpha > self.epsilon}
-        # rate: heads whose batch-mean alpha > epsilon (METHOD.md); rate_per_seq: Gu et al.'s averaging,
+        # rate: heads whose batch-mean alpha > epsilon (docs/method.md); rate_per_seq: Gu et al.'s averaging,
         # the fraction of heads with alpha > epsilon in each sequence, averaged over sequences.
         scalars = {"rate": float((alpha > self.epsilon).mean()), "rate_per_seq": self.seq_rate / self.n}
         if self.text_alpha is not None:

@@ -1,4 +1,4 @@
-"""The findings rules (METHOD.md section 4) on hand-built stores with known answers, written with the store's writer.
+"""The findings rules (docs/method.md section 4) on hand-built stores with known answers, written with the store's writer.
 
 Model "step": 4 layers x 4 heads, six revisions at 1M..32M tokens, plus an annealed `main` (no step) and a
 duplicate revision that must be left out (their values would change every answer). Its story, by construction:
@@ -19,23 +19,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import AnalysisError, Rules, analyze_model
+from harness.analysis import AnalysisError, analyze_model
 from harness.results import store
+from harness.run.job import declared
+from probes.participation_ratio import ParticipationRatio
+from probes.selectivity import Selectivity
 
 ROOT = Path(__file__).resolve().parents[1]
 L, H = 4, 4
 TOKENS = [1_000_000 * 2**i for i in range(6)]
 
+# What a job running the screen and PR records beside each result: the columns' roles, the thresholds.
+DECLARED = {k: v for k, v in declared([Selectivity(), ParticipationRatio()]).items() if k != "versions"}
 
-def write_revision(model_dir, name, step, tokens, cols, duplicate_of=None):
+def write_revision(model_dir, name, step, tokens, cols, duplicate_of=None, declares=DECLARED):
     layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
     heads = pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), **{k: v.ravel() for k, v in cols.items()}})
     prov = {"model": model_dir.name, "repo": "test/" + model_dir.name, "revision": name, "step": step,
             "tokens": tokens, "duplicate_of": duplicate_of}
-    store.write(model_dir / name, heads, {"scalars": {}, "info": {}, "provenance": prov})
+    store.write(model_dir / name, heads, {"scalars": {}, "info": {}, "provenance": prov, **declares})
 
 
-def step_model(model_dir: Path, with_pr=True):
+def step_model(model_dir: Path, with_pr=True, declares=DECLARED):
     bos_heads = [[], [], [(2, 0)], [(2, 0), (2, 1)], [(2, h) for h in range(4)] + [(3, h) for h in range(4)]]
     bos_heads.append(bos_heads[-1])
     induction_from = {(0, 3): 0, (1, 0): 1, (1, 1): 2, (2, 3): 2, (1, 2): 2, (3, 3): 3}
@@ -57,7 +62,7 @@ def step_model(model_dir: Path, with_pr=True):
             for lh, series in pr_by_head.items():
                 pr[lh] = series[r]
             cols["pr.entropy"] = pr
-        write_revision(model_dir, f"r{r}", 1000 * 2**r, tokens, cols)
+        write_revision(model_dir, f"r{r}", 1000 * 2**r, tokens, cols, declares=declares)
     everything = {"selectivity.induction": np.full((L, H), 99.0), "selectivity.first_token": np.full((L, H), 99.0)}
     write_revision(model_dir, "main", None, None, everything)  # annealed: no step
     write_revision(model_dir, "r2-copy", 4000, TOKENS[2], everything, duplicate_of="r2")
@@ -110,11 +115,23 @@ def test_step_model(tmp_path):
                for s in f["summary"]), f["summary"]
 
 
-def test_thresholds_come_from_the_rules(tmp_path):
-    step_model(tmp_path / "step")
-    f = analyze_model(tmp_path / "step", Rules(bos=50.0, induction=90.0))
+def test_thresholds_come_from_the_store(tmp_path):
+    """The findings classify heads with the thresholds the probes recorded, not with numbers of their own."""
+    strict = {**DECLARED, "thresholds": {**DECLARED["thresholds"], "bos": 50.0, "induction": 90.0}}
+    step_model(tmp_path / "step", declares=strict)
+    f = analyze_model(tmp_path / "step")
     assert f["bos_fraction"] == [0] * 6 and f["n_induction"] == [0] * 6
-    assert f["bos_shape"]["verdict"] == "none" and f["rules"]["bos"] == 50.0
+    assert f["bos_shape"]["verdict"] == "none" and f["thresholds"]["bos"] == 50.0
+
+
+def test_revisions_probed_under_other_thresholds_are_refused(tmp_path):
+    step_model(tmp_path / "step")
+    other = {**DECLARED, "thresholds": {**DECLARED["thresholds"], "induction": 40.0}}
+    write_revision(tmp_path / "step", "r6", 64000, 64_000_000, {"selectivity.induction": np.zeros((L, H)),
+                                                               "selectivity.first_token": np.zeros((L, H))},
+                   declares=other)
+    with pytest.raises(AnalysisError, match="different thresholds"):
+        analyze_model(tmp_path / "step")
 
 
 def test_a_jump_between_revisions_that_round_alike_names_them(tmp_path):
@@ -160,7 +177,7 @@ def test_no_bos_heads_at_all(tmp_path):
 
 def test_missing_screen_is_one_clear_error(tmp_path):
     write_revision(tmp_path / "m", "step1", 1, 1, {"sink.alpha": np.zeros((L, H))})
-    with pytest.raises(AnalysisError, match="selectivity.induction.*probe=selectivity"):
+    with pytest.raises(AnalysisError, match=r"column selectivity.induction.*probe=selectivity"):
         analyze_model(tmp_path / "m")
 
 

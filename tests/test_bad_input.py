@@ -1,4 +1,4 @@
-"""Bad input: one line on stderr, exit 2, before any checkpoint is loaded, the result store as it was (issue 13)."""
+"""Bad input: one line on stderr, exit 2, before any checkpoint is loaded, the result store as it was."""
 from __future__ import annotations
 
 import contextlib
@@ -48,7 +48,9 @@ def test_shipped_configs_pass(overrides):
     (["probe=all", "probe.induction_score.lengths=[50,x]"], "probe.induction_score.lengths[1]=x: must be an integer"),
     (["+probe.selectivity.indction=3"], "probe.selectivity.indction=3: unknown option of Selectivity; did you mean "
                                         "induction?"),
-    (["analysis.induction=x"], "analysis.induction=x: must be a number (default 50.0)"),
+    (["thresholds.induction=x"], "thresholds.induction=x: must be a number > 0"),
+    (["analysis.induction=40"], "analysis.induction=40: head-class thresholds are set once for probes and findings: "
+                                "thresholds.induction=40"),
     (["analysis.bos_fractions=[0.1,2]"], "analysis.bos_fractions[1]=2: must be a number between 0 and 1"),
     (["experiment_name=../elsewhere"], "experiment_name=../elsewhere: must be a plain folder name"),
     (["experiment_name=/abs"], "experiment_name=/abs: must be a plain folder name"),

@@ -25,11 +25,16 @@ import pandas as pd
 import pytest
 
 from harness.results import store
+from harness.run.job import declared
+from probes.participation_ratio import ParticipationRatio
+from probes.selectivity import Selectivity
 
 ROOT = Path(__file__).resolve().parents[1]
 L, H = 3, 4
 EXPERIMENT = "cmp"
 
+# What a job running the screen and PR records beside each result: the columns' roles, the thresholds.
+DECLARED = {k: v for k, v in declared([Selectivity(), ParticipationRatio()]).items() if k != "versions"}
 
 def write_revision(model_dir: Path, name, step, cols, duplicate_of=None, tokens="auto"):
     layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
@@ -37,7 +42,7 @@ def write_revision(model_dir: Path, name, step, cols, duplicate_of=None, tokens=
     tokens = (None if step is None else step * 2048) if tokens == "auto" else tokens
     prov = {"model": model_dir.name, "repo": f"test/{model_dir.name}", "revision": name, "step": step,
             "tokens": tokens, "duplicate_of": duplicate_of}
-    store.write(model_dir / name, heads, {"scalars": {}, "info": {}, "provenance": prov})
+    store.write(model_dir / name, heads, {"scalars": {}, "info": {}, "provenance": prov, **DECLARED})
 
 
 def grids(bos=(), induction=(), pr=None):
@@ -153,7 +158,7 @@ def test_stale_findings_are_recomputed(built, tmp_path):
 
     exp = shutil.copytree(built["exp"], tmp_path / "results" / EXPERIMENT)
     assert not any(stale(exp / m, Rules()) for m in ("alpha", "beta", "gamma"))
-    assert stale(exp / "alpha", Rules(bos=35.0))  # other thresholds
+    assert stale(exp / "alpha", Rules(sharp_share=0.6))  # other rules
     before = {m: (exp / m / "findings.json").stat().st_mtime_ns for m in ("alpha", "beta")}
     newer = before["alpha"] + 10**9
     os.utime(exp / "alpha" / "step8000" / "summary.json", ns=(newer, newer))  # a revision re-probed later

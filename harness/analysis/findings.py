@@ -1,4 +1,4 @@
-"""One model's findings (METHOD.md section 4) from its folder of the result store, written beside it.
+"""One model's findings (docs/method.md section 4) from its folder of the result store, written beside it.
 
     <model_dir>/trajectory.parquet    one row per (revision, layer, head): every metric + is_bos, is_induction
     <model_dir>/heads_events.parquet  per head and class: the first revision at which it crossed its threshold
@@ -15,20 +15,20 @@ import pandas as pd
 from harness.analysis import load
 from harness.analysis import rules as R
 from harness.analysis.words import summary
+from harness.common.heads import head_name
 
-IND, FIRST, PREV, PR = "selectivity.induction", "selectivity.first_token", "selectivity.previous_token", "pr.entropy"
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
+NEEDED = ("induction", "first_token")  # the signals every finding rests on (the selectivity screen declares them)
 
 
 def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
     model_dir = Path(model_dir)
-    df, revs, skipped = load.trajectory(model_dir)
-    missing = [c for c in (IND, FIRST) if c not in df]
+    t = load.trajectory(model_dir)
+    df, revs, skipped, signals, thr = t.frame, t.revisions, t.skipped, t.signals, t.thresholds
+    missing = [s for s in NEEDED if signals.get(s) not in df]
     if missing:
-        raise load.AnalysisError(f"{model_dir}: no column {', '.join(missing)} in the store (run probe=selectivity)")
+        what = [f"{s} (column {signals[s]})" if s in signals else f"{s} (no probe declares it)" for s in missing]
+        raise load.AnalysisError(f"{model_dir}: the store has no {', '.join(what)}; run probe=selectivity")
+    IND, FIRST, PREV, PR = (signals.get(s) for s in ("induction", "first_token", "previous_token", "pr"))
     L, H = int(df["layer"].max()) + 1, int(df["head"].max()) + 1
     order = {r.name: i for i, r in enumerate(revs)}
     df = df.sort_values(["revision", "layer", "head"], key=lambda s: s.map(order) if s.name == "revision" else s)
@@ -38,7 +38,7 @@ def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
         return df[col].to_numpy(dtype=float).reshape(len(revs), L, H)
 
     ind, first_tok = cube(IND), cube(FIRST)
-    bos, circuit = first_tok >= rules.bos, ind >= rules.induction
+    bos, circuit = first_tok >= thr["bos"], ind >= thr["induction"]
     df["is_bos"], df["is_induction"] = bos.ravel(), circuit.ravel()
     names = [r.name for r in revs]
     tokens = [r.tokens for r in revs]
@@ -63,9 +63,10 @@ def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
         frac = tokens[i] / last_tokens if tokens[i] is not None and last_tokens else None
         return {"revision": names[i], "tokens": tokens[i], "token_fraction": frac}
 
-    thresholds = {IND: rules.induction, FIRST: rules.bos} | ({PREV: rules.prev_token} if PREV in df else {})
+    roles = {IND: "induction", FIRST: "first_token", PREV: "previous_token"}
+    thresholds = {IND: thr["induction"], FIRST: thr["bos"]} | ({PREV: thr["prev_token"]} if PREV in df else {})
     events = pd.DataFrame([
-        {"class": cls.split(".")[1], "layer": layer, "head": head, "name": head_name(layer, head),
+        {"class": roles[cls], "layer": layer, "head": head, "name": head_name(layer, head),
          "revision": names[i], "step": revs[i].step, "tokens": tokens[i]}
         for cls, layer, head, i in R.head_events({c: cube(c) for c in thresholds}, thresholds)
     ], columns=["class", "layer", "head", "name", "revision", "step", "tokens"])
@@ -80,10 +81,10 @@ def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
         "bos_shape": bos_shape, "induction_shape": ind_shape,
         "early_screen": {"final_circuit": final, "recall": recall, "first_at": {k: screen_at(i) for k, i in reached.items()}},
         "head_events": events.to_dict("records"),
-        "rules": rules.as_dict(),
+        "rules": rules.as_dict(), "thresholds": thr, "signals": signals,
     }
     if PR in df:
-        leads = R.pr_lead(ind, cube(PR), rules.induction, rules.pr_factor)
+        leads = R.pr_lead(ind, cube(PR), thr["induction"], rules.pr_factor)
         findings["pr_lead"] = {
             head_name(*lh): {**v, "crossing": names[v["crossing"]],
                              "pr_rise": None if v["pr_rise"] is None else names[v["pr_rise"]]}

@@ -20,6 +20,18 @@ class AnalysisError(HarnessError, ValueError):
 
 
 @dataclass
+class Trajectory:
+    """One model's results in training order: the per-head frame, the revisions, those left out, and what the
+    probes declared (the columns with a standard role, the thresholds they classified heads with)."""
+
+    frame: pd.DataFrame
+    revisions: list
+    skipped: list[str]
+    signals: dict[str, str]
+    thresholds: dict[str, float]
+
+
+@dataclass
 class Revision:
     name: str
     step: int
@@ -47,8 +59,28 @@ def revisions(model_dir: Path) -> tuple[list[Revision], list[str]]:
     return kept, skipped
 
 
-def trajectory(model_dir: Path) -> tuple[pd.DataFrame, list[Revision], list[str]]:
-    """(frame with revision, step, tokens, layer, head + every metric column; revisions in order; skipped)."""
+def declared(revs: list[Revision], model_dir: Path) -> tuple[dict, dict]:
+    """The signals and thresholds every revision recorded; revisions probed under different thresholds cannot
+    share one trajectory (the job reprobes them under the current config)."""
+    seen = {}
+    for r in revs:
+        s = json.loads((r.folder / "summary.json").read_text())
+        if "signals" not in s:
+            raise AnalysisError(f"{r.folder}: a result of an older harness (no declared signals); run the job "
+                                "again to recompute it")
+        key = json.dumps([s["signals"], s.get("thresholds") or {}], sort_keys=True)
+        seen.setdefault(key, []).append(r.name)
+    if len(seen) > 1:
+        groups = "; ".join(f"{', '.join(names[:3])}: {json.loads(k)[1]}" for k, names in seen.items())
+        raise AnalysisError(f"{model_dir}: revisions were probed with different thresholds ({groups}); probe them "
+                            "again under one config (the job recomputes them)")
+    signals, thresholds = json.loads(next(iter(seen)))
+    return signals, thresholds
+
+
+def trajectory(model_dir: Path) -> Trajectory:
+    """Frame with revision, step, tokens, layer, head + every metric column; revisions in order; skipped;
+    the declared signals and thresholds."""
     revs, skipped = revisions(model_dir)
     if not revs:
         raise AnalysisError(f"{model_dir}: no revision with a summary.json and a known step"
@@ -61,4 +93,4 @@ def trajectory(model_dir: Path) -> tuple[pd.DataFrame, list[Revision], list[str]
     first = ["revision", "step", "tokens", "layer", "head"]
     df = df[first + [c for c in df.columns if c not in first]]
     df["tokens"] = df["tokens"].astype("Int64")  # nullable: local checkpoints may lack token counts
-    return df, revs, skipped
+    return Trajectory(df, revs, skipped, *declared(revs, model_dir))

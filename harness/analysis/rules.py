@@ -1,4 +1,4 @@
-"""The study's findings as numeric rules (METHOD.md section 4): pure functions of per-revision arrays.
+"""The study's findings as numeric rules (docs/method.md section 4): pure functions of per-revision arrays.
 
 Arrays are ordered by revision (training tokens); per-head arrays have shape (revisions, layers, heads).
 """
@@ -13,11 +13,9 @@ from omegaconf import OmegaConf
 
 @dataclass(frozen=True)
 class Rules:
-    """Thresholds (defaults: METHOD.md sections 3-4); conf/analysis/default.yaml sets them."""
+    """Parameters of the findings (defaults: docs/method.md section 4); conf/analysis/default.yaml sets them. The
+    head-class thresholds are not here: each result records those its probes applied (see load.trajectory)."""
 
-    bos: float = 30.0  # BOS-classified head: first-token selectivity >= bos (rule (a))
-    induction: float = 50.0  # induction-circuit head: induction selectivity >= induction
-    prev_token: float = 100.0  # previous-token event: previous-token selectivity >= prev_token
     induction_counts: tuple = (3, 5)  # milestones induction_3, induction_5
     bos_fractions: tuple = (0.10, 0.30, 0.50, 0.70)  # milestones bos_10 ... bos_70
     sharp_share: float = 0.5  # F2: "sharp" when the largest step is >= this share of the rise

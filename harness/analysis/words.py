@@ -63,7 +63,7 @@ def summary(f: dict) -> list[str]:
                     f"{step} (share {s['largest_step_share']:.2f})")
     k = f["rules"]["induction_counts"][0]
     if f["milestones"].get(f"induction_{k}"):
-        ind = f"induction circuit ({k} heads >= {f['rules']['induction']:g}x) at {_mile(f, f'induction_{k}')}"
+        ind = f"induction circuit ({k} heads >= {f['thresholds']['induction']:g}x) at {_mile(f, f'induction_{k}')}"
     elif max(f["n_induction"]):
         ind = f"at most {max(f['n_induction'])} induction-circuit heads (never {k})"
     else:

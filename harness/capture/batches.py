@@ -1,4 +1,4 @@
-"""Probe batches. The study's induction batch is METHOD.md section 2, reproduced exactly."""
+"""Probe batches. The study's induction batch is docs/method.md section 2, reproduced exactly."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +7,9 @@ import numpy as np
 import torch
 
 from harness.common.errors import HarnessError
+
+# Bump when a change to the code changes the batches it builds: part of every result's reuse key.
+VERSION = 2
 
 
 class DataError(HarnessError, ValueError):
@@ -54,7 +57,7 @@ def min_seq_len(n_baseline: int = 50) -> int:
 
 
 def baseline_positions(seq_len: int, n: int = 50, seed: int = 0) -> np.ndarray:
-    """The study's fixed baseline positions, in its draw order (METHOD.md section 2).
+    """The study's fixed baseline positions, in its draw order (docs/method.md section 2).
 
     `randint(1, T-1)` from RandomState(seed), one at a time, keeping each new position outside the class
     targets {0, T-1, T-2, T-6..T-3} until n are kept. (`choice` without replacement gives another set.)

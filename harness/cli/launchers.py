@@ -61,6 +61,10 @@ def expand_shards(args: list[str]) -> list[str]:
 _GROUP = re.compile(r"^\+*([a-z_]+(?:/[a-z_]+)?)=([^=]+)$")
 
 
+# Options our Hydra plugin registers instead of a yaml (hydra_plugins/circuit_trajectories_launcher/presets.py).
+REGISTERED = {"probe": ("all",)}
+
+
 def unknown_option(args: list[str]) -> str | None:
     """One line for `group=option` naming an option that has no conf/<group>/<option>.yaml (Hydra prints the
     whole search path over many lines): the closest name and the valid ones. Sweeps (a,b) and lists ([a,b])
@@ -72,7 +76,7 @@ def unknown_option(args: list[str]) -> str | None:
         group, value = m.group(1), m.group(2).strip()
         if any(t in value for t in ("${", "(", "null")):  # interpolations, sweep functions, unsetting
             continue
-        valid = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+        valid = sorted([p.stem for p in (CONF / group).glob("*.yaml")] + list(REGISTERED.get(group, ())))
         for name in filter(None, (v.strip() for v in value.strip("[]").split(","))):
             if name not in valid:
                 near = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)

@@ -194,10 +194,24 @@ def check_analysis(cfg: DictConfig) -> None:
     from harness.analysis.rules import Rules
 
     rules = resolved(cfg, "analysis") or {}
+    for key in ("bos", "induction", "prev_token"):
+        if key in rules:
+            _fail(f"analysis.{key}", rules[key], f"head-class thresholds are set once for probes and findings: "
+                  f"thresholds.{key}={rules[key]}")
     check_signature("analysis", Rules, rules, skip=())
     for i, f in enumerate(rules.get("bos_fractions") or []):
         if not 0 <= f <= 1:
             _fail(f"analysis.bos_fractions[{i}]", f, "must be a number between 0 and 1")
+    check_thresholds(cfg)
+
+
+def check_thresholds(cfg: DictConfig) -> None:
+    """`thresholds.*`: selectivities (x) above 0; the sink regime a fraction of heads."""
+    for key, value in (resolved(cfg, "thresholds") or {}).items():
+        if not (is_number(value) and value > 0):
+            _fail(f"thresholds.{key}", value, "must be a number > 0")
+        if key == "sink_regime" and not value <= 1:
+            _fail(f"thresholds.{key}", value, "must be a fraction of heads, between 0 and 1")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -10,9 +10,10 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from harness.analysis.headline import SERIES, label
 from harness.analysis.words import tokens_str
+from harness.common.heads import head_name, parse_head_name
 
-IND, PR = "selectivity.induction", "pr.entropy"
 COLORS = qualitative.Plotly
 
 
@@ -48,25 +49,26 @@ def heads_where(traj: pd.DataFrame, flag: str) -> dict[tuple[str, int], list[str
     if flag not in traj:
         return {}
     hit = traj[traj[flag].astype(bool)]
-    return {k: [f"L{r.layer}H{r.head}" for r in g.itertuples()] for k, g in hit.groupby(["revision", "layer"])}
+    return {k: [head_name(r.layer, r.head) for r in g.itertuples()] for k, g in hit.groupby(["revision", "layer"])}
 
 
-def max_head(traj: pd.DataFrame) -> dict[str, str]:
+def max_head(f: dict, traj: pd.DataFrame) -> dict[str, str]:
     """revision -> the head with the highest induction selectivity (named in the max-selectivity hover)."""
-    if IND not in traj:
+    ind = f["signals"]["induction"]
+    if ind not in traj:
         return {}
-    best = traj.loc[traj.groupby("revision", sort=False)[IND].idxmax().dropna()]
-    return {r.revision: f"L{r.layer}H{r.head}" for r in best.itertuples()}
+    best = traj.loc[traj.groupby("revision", sort=False)[ind].idxmax().dropna()]
+    return {r.revision: head_name(r.layer, r.head) for r in best.itertuples()}
 
 
 def trajectories(models: dict, axis: Axis) -> go.Figure:
     """Three stacked panels: BOS fraction, induction-circuit heads, max induction selectivity (log)."""
+    first = next(iter(models.values()))[0]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=("BOS-classified fraction of heads", "induction-circuit heads",
-                                        "max induction selectivity (x)"))
+                        subplot_titles=[label(key, first) for key, _, _ in SERIES])
     for i, (name, (f, traj)) in enumerate(models.items()):
-        x, names, best = axis.x(f), labels(f), max_head(traj)
-        thr = f["rules"]["induction"]
+        x, names, best = axis.x(f), labels(f), max_head(f, traj)
+        thr = f["thresholds"]["induction"]
         series = [(f["bos_fraction"], "BOS fraction %{y:.1%}", None),
                   (f["n_induction"], f"%{{y}} heads >= {thr:g}x", None),
                   (f["induction_max"], "max %{y:.1f}x at %{text}", [best.get(r, "?") for r in f["revisions"]])]
@@ -83,8 +85,7 @@ def trajectories(models: dict, axis: Axis) -> go.Figure:
                     x=[x[j]], y=[y[j]], mode="markers", marker={"symbol": "star", "size": 15, "color": color(i)},
                     name=f"{name} {key}", legendgroup=name, showlegend=False,
                     hovertemplate=f"<b>{name}</b><br>{key} at {names[j]}<extra></extra>"), row=row, col=1)
-    thr = next(iter(models.values()))[0]["rules"]["induction"]
-    fig.add_hline(y=thr, line={"dash": "dot", "color": "grey"}, row=3, col=1)
+    fig.add_hline(y=first["thresholds"]["induction"], line={"dash": "dot", "color": "grey"}, row=3, col=1)
     fig.update_xaxes(type="log")
     fig.update_xaxes(title_text=axis.title, row=3, col=1)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
@@ -137,18 +138,19 @@ def _circuit_by_revision(traj: pd.DataFrame) -> dict[str, list[str]]:
     if "is_induction" not in traj:
         return {}
     hit = traj[traj["is_induction"].astype(bool)]
-    return {r: [f"L{x.layer}H{x.head}" for x in g.itertuples()] for r, g in hit.groupby("revision", sort=False)}
+    return {r: [head_name(x.layer, x.head) for x in g.itertuples()] for r, g in hit.groupby("revision", sort=False)}
 
 
 def pr_vs_induction(name: str, f: dict, traj: pd.DataFrame) -> go.Figure | None:
     """F5: each final-circuit head's path through (induction selectivity, PR) over revisions; None without PR."""
     final = f["early_screen"]["final_circuit"]
+    IND, PR = f["signals"]["induction"], f["signals"].get("pr")
     if PR not in traj or not final:
         return None
     fig, verdicts = go.Figure(), f.get("pr_lead") or {}
     names = dict(zip(f["revisions"], labels(f)))
     for i, head in enumerate(final):
-        layer, h = (int(v) for v in head[1:].split("H"))
+        layer, h = parse_head_name(head)
         rows = traj[(traj["layer"] == layer) & (traj["head"] == h)]
         verdict = verdicts.get(head, {}).get("verdict", "")
         fig.add_trace(go.Scatter(
@@ -156,9 +158,9 @@ def pr_vs_induction(name: str, f: dict, traj: pd.DataFrame) -> go.Figure | None:
             line={"color": color(i)}, customdata=[names.get(r, r) for r in rows["revision"]],
             hovertemplate=(f"<b>{name} {head}</b><br>%{{customdata}}<br>induction %{{x:.1f}}x<br>"
                            f"PR %{{y:.2f}}<extra></extra>")))
-    fig.add_vline(x=f["rules"]["induction"], line={"dash": "dot", "color": "grey"})
+    fig.add_vline(x=f["thresholds"]["induction"], line={"dash": "dot", "color": "grey"})
     fig.update_layout(title=f"{name}: PR (effective rank) vs induction selectivity, final-circuit heads",
                       height=380, margin={"t": 50}, xaxis={"type": "log", "title": "induction selectivity (x, log)"},
-                      yaxis={"title": "PR (pr.entropy)"}, legend={"title": "head (F5 verdict)"})
+                      yaxis={"title": f"PR ({PR})"}, legend={"title": "head (F5 verdict)"})
     return fig
 

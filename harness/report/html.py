@@ -86,7 +86,7 @@ def build_html(models: dict[str, tuple[dict, pd.DataFrame]], title: str) -> str:
     for i, (name, (f, traj)) in enumerate(models.items()):
         pr_fig = figures.pr_vs_induction(name, f, traj)
         pr.append(fig(pr_fig, f"pr-{i}") if pr_fig is not None else note(
-            f"{name}: no PR measured (add probe participation_ratio)" if figures.PR not in traj
+            f"{name}: no PR measured (add probe participation_ratio)" if f["signals"].get("pr") not in traj
             else f"{name}: no final induction circuit, nothing to compare."))
     parts["pr"] = "".join(pr)
 

@@ -8,11 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = (  # (findings series, label, log y)
-    ("induction_max", "max induction selectivity (x)", True),
-    ("n_induction", "induction-circuit heads (>= 50x)", False),
-    ("bos_fraction", "BOS-classified fraction", False),
-)
+from harness.analysis.headline import SERIES, label  # noqa: E402
 
 
 def trajectory(model_dir: Path, findings: dict) -> Path | None:
@@ -22,14 +18,15 @@ def trajectory(model_dir: Path, findings: dict) -> Path | None:
     if len(x) < 2:
         return None
     x = [max(v, 1) for v in x]  # step 0 drawn at 1 on the log axis
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.2), squeeze=False)
-    for ax, (key, label, logy) in zip(axes[0], PANELS):
+    fig, axes = plt.subplots(1, len(SERIES), figsize=(4.2 * len(SERIES), 3.2), squeeze=False)
+    for ax, (key, _, logy) in zip(axes[0], SERIES):
         ax.plot(x, findings[key], marker="o")
         ax.set_xscale("log")
         ax.set_yscale("log" if logy else "linear")
         ax.set_xlabel("training tokens" if by_tokens else "training step")
-        ax.set_title(label, fontsize=9)
-    axes[0][0].axhline(findings["rules"]["induction"], color="grey", ls="--", lw=0.8)
+        ax.set_title(label(key, findings), fontsize=9)
+        if key == "induction_max":
+            ax.axhline(findings["thresholds"]["induction"], color="grey", ls="--", lw=0.8)
     fig.suptitle(findings["model"])
     fig.tight_layout()
     out = Path(model_dir) / "trajectory.png"

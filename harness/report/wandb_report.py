@@ -13,16 +13,19 @@ import logging
 from pathlib import Path
 
 from harness.analysis import run_findings
+from harness.analysis.headline import SERIES, label
 from harness.report import tables
 
 log = logging.getLogger("harness.report")
 
-# (history key of each run, panel title, log y): the per-revision scalars every job logs against `tokens`.
-HISTORY = (
-    ("selectivity.bos_fraction", "BOS-classified fraction of heads", False),
-    ("selectivity.n_induction", "induction-circuit heads", False),
-    ("selectivity.induction_max", "max induction selectivity (x)", True),
-)
+
+
+def history(models: dict[str, dict]) -> list[tuple[str, str, bool]]:
+    """(history key of each run, panel title, log y): the per-revision scalars every job logs against `tokens`,
+    under the names the probes declared for the headline series."""
+    first = next(iter(models.values()), {})
+    signals = first.get("signals", {})
+    return [(signals[key], label(key, first), log_y) for key, _, log_y in SERIES if key in signals]
 
 
 def available() -> bool:
@@ -51,7 +54,7 @@ def build(models: dict[str, dict], experiment: str, *, project: str, entity: str
         return wr.Runset(name=f"group {experiment}", filters=[expr.Metric("Group") == experiment], **where)
 
     lines = [wr.LinePlot(title=title, x="tokens", y=[key], log_x=True, log_y=log_y, title_x="training tokens",
-                         layout=wr.Layout(w=8, h=8)) for key, title, log_y in HISTORY]
+                         layout=wr.Layout(w=8, h=8)) for key, title, log_y in history(models)]
     summary = "\n".join(f"- {s}" for f in models.values() for s in f.get("summary", []))
     blocks = [
         wr.P(text=f"Experiment {experiment}: {', '.join(models)}. One run per model (W&B group {experiment})."),
@@ -71,7 +74,7 @@ def build(models: dict[str, dict], experiment: str, *, project: str, entity: str
     for name, f in models.items():  # the same counts as text: readable without the images
         blocks += [wr.H3(text=name), wr.MarkdownBlock(text=tables.markdown(*tables.layer_table(f)))]
     return wr.Report(project=project, entity=entity, title=f"circuit-trajectories: {experiment}"[:128],
-                     description="When do attention circuits form? Findings per model, METHOD.md section 4.",
+                     description="When do attention circuits form? Findings per model, docs/method.md section 4.",
                      blocks=blocks)
 
 

@@ -28,7 +28,8 @@ from harness.common.files import atomic_write, file_sha256, write_text
 
 log = logging.getLogger("harness.results.store")
 
-# 2: the study's exact batch draws and valid rows (issue 10); results of another version are recomputed.
+# The store's file layout; results of another layout are recomputed. (A probe's or a batch's code change is in the
+# reuse key through their `version`s, see harness.run.job.)
 SCHEMA_VERSION = 2
 DIE_AFTER_ENV = "CT_TEST_DIE_AFTER"  # test hook, see write()
 _writes = 0  # results written by this process (for the test hook)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import analysis
 from harness.capture import loader
 from harness.capture.arch import head_layout
+from harness.capture.batches import VERSION as BATCH_VERSION
 from harness.capture.batches import check_vocab
 from harness.common.errors import HarnessError
 from harness.config import schema
@@ -35,7 +36,30 @@ def build_probes(probe_cfg: DictConfig) -> list:
     """The one instantiation loop: each single-key file in conf/probe adds one plug-in."""
     if not probe_cfg:
         raise ProbeConfigError("no probe selected (e.g. probe=selectivity; list them with `python -m harness ls probes`)")
-    return [instantiate(cfg, name=name) for name, cfg in probe_cfg.items() if cfg is not None]
+    probes = []
+    for name, cfg in probe_cfg.items():
+        if cfg is not None:
+            probe = instantiate(cfg)
+            probe.name = name  # the yaml key: the probe's column prefix in the store
+            probes.append(probe)
+    return probes
+
+
+def declared(probes: list) -> dict:
+    """What the probes declare, recorded with every result: their versions (part of the reuse key), the columns
+    that play a standard role (`signals`, read by the findings and reports) and the thresholds they classify
+    heads with. Two probes that apply the same threshold must agree on it (one source: `thresholds.*`)."""
+    thresholds, source = {}, {}
+    for p in probes:
+        for key, value in p.thresholds().items():
+            if key in thresholds and thresholds[key] != value:
+                raise ProbeConfigError(
+                    f"probe {p.name} classifies with {key}={value} but probe {source[key]} with {thresholds[key]}: "
+                    f"set the threshold once, thresholds.{key}=<value>, not per probe")
+            thresholds.setdefault(key, value)
+            source.setdefault(key, p.name)
+    signals = {role: f"{p.name}.{metric}" for p in probes for role, metric in p.signals.items()}
+    return {"versions": {p.name: p.version for p in probes}, "signals": signals, "thresholds": thresholds}
 
 
 def run(cfg: DictConfig) -> dict:
@@ -51,7 +75,9 @@ def run(cfg: DictConfig) -> dict:
     grid = revisions.job_part(cfg.model, cfg.revisions, full)  # revisions.shard / revisions.only
     probes = build_probes(cfg.probe)
     shared = instantiate(cfg.data)
-    probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype})
+    declares = declared(probes)
+    probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype,
+                              "versions": declares["versions"], "batch_version": BATCH_VERSION})
     repo = model_cfg["repo"]
     folder = lambda name: store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], name)
     store.check_writable(folder(""))  # a read-only or full results folder: one line now, not after the probing
@@ -82,6 +108,8 @@ def run(cfg: DictConfig) -> dict:
                         heads, summary = store.read(out)
                     else:
                         heads, summary = probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash)
+                        summary.update(signals=declares["signals"], thresholds=declares["thresholds"])
+                        summary["provenance"]["probe_versions"] = declares["versions"]
                         summary["provenance"]["duplicate_of"] = res.duplicate_of  # the Prefetcher warns once
                         store.write(out, heads, summary)
             if summary.get("status") == "failed":
