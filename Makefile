@@ -23,6 +23,11 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --dist loadfile tests/test_zoo_science.py tests
 
+# The same without the tests marked slow (@pytest.mark.slow: a real suite built or read, or over ~60 s on 2 cores).
+.PHONY: test-fast
+test-fast: $(STAMP) browser
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+
 # The report's browser test opens report.html in a real headless Chromium: Debian's package, installed when
 # missing and apt is usable (CI runs as root). Never fails the build: without a browser that one test skips.
 browser:
