@@ -37,8 +37,7 @@ def test_scores_match_eager(arch, bos_id):
     shared = induction_batch(n=10, seq_len=64, vocab_lo=5, vocab_hi=97)
     cfg = {"name": "tiny", "bos_id": bos_id, "batch": {"vocab_lo": 20, "vocab_hi": 97}}
     kw = {"lengths": LENGTHS, "n": 6, "seed": 1}
-    probes = [InductionScore("induction_score", **kw), PreviousTokenScore("previous_token", **kw),
-              DuplicateTokenScore("duplicate_token", **kw)]
+    probes = [InductionScore(**kw), PreviousTokenScore(**kw), DuplicateTokenScore(**kw)]
     ctx = Context(head_layout(model.config), shared, cfg)
     groups = loop.group_by_batch(probes, shared, ctx)
     assert len(groups) == 1 and len(groups[0][1]) == 3  # one batch, one forward pass for the three

@@ -198,7 +198,7 @@ def test_resolve_and_load_offline(suites, checkpoints, suite):
     arch = SUITES[suite][0]
     for rev in R.available(cfg):
         res = C.resolve(cfg, rev)
-        ref = (R._repo_dir(cfg.repo, R.hub_cache()) / "refs" / rev.name).read_text()
+        ref = (R.repo_folder(cfg.repo, R.hub_cache()) / "refs" / rev.name).read_text()
         assert res.commit == ref == suites[suite, rev.name] and res.path.name == ref
         assert (res.source, res.hub_revision, res.revision) == (cfg.repo, rev.name, rev)
         # the blob name is the file's sha256, so the hash equals that of the original folder
@@ -214,7 +214,7 @@ def test_duplicates_detected(suites, caplog):
     res = [C.resolve(cfg, r) for r in R.available(cfg)[:3]]
     assert res[0].commit != res[1].commit and res[0].weights_hash == res[1].weights_hash
     with caplog.at_level(logging.WARNING, "harness.sources.revisions"):
-        marked = list(C.mark_duplicates(res))
+        marked = list(C.flag_same_weights(res))
     assert [r.duplicate_of for r in marked] == [None, "step0", None]
     assert any("step1 has the same weights as step0" in m for m in caplog.messages)
 

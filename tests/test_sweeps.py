@@ -47,12 +47,14 @@ def hub(tmp_path_factory):
     return cache
 
 
-def harness(hub, root, *overrides, env=None, wait=True):
-    """`python -m harness <overrides>` on the scratch hub, results under `root`."""
+def harness(hub, root, *overrides, env=None, wait=True, die_after=None):
+    """`python -m harness <overrides>` on the scratch hub, results under `root` (die_after=n: SIGKILLed in its
+    (n+1)-th result write, tests/die_after.py)."""
     env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true",
            "OMP_NUM_THREADS": "1", **(env or {})}
     flags = [o for o in overrides if o.startswith("-")]  # -m before the overrides (argparse)
-    cmd = [sys.executable, "-m", "harness", *flags, *SMALL, f"paths.root_dir={root}",
+    run = ["-m", "harness"] if die_after is None else [str(ROOT / "tests" / "die_after.py"), str(die_after)]
+    cmd = [sys.executable, *run, *flags, *SMALL, f"paths.root_dir={root}",
            *(o for o in overrides if o not in flags)]
     if not wait:  # (process, its log file)
         log = Path(root) / f"proc-{time.monotonic_ns()}.log"
@@ -123,14 +125,14 @@ def test_parallel_launchers_give_the_basic_store(hub, reference, tmp_path, launc
 # ---------------------------------------------------------------- shards, kill -9, relaunch
 
 def test_sharded_sweep_killed_and_relaunched_ends_with_the_unsharded_store(hub, reference, tmp_path):
-    """zoo-neox as 3 shards; the sweep is SIGKILLed while writing its second revision (CT_TEST_DIE_AFTER=1:
+    """zoo-neox as 3 shards; the sweep is SIGKILLed while writing its second revision (tests/die_after.py 1:
     after heads.parquet, before summary.json). The same command again completes the store without touching
     the finished revision, or even looking for its checkpoint. (Basic launcher: one process to kill; the
     joblib test above runs shards in parallel processes.)"""
     cache = tmp_path / "hub"
     shutil.copytree(hub, cache, symlinks=True)
     sweep = ["-m", "model=zoo-neox", "revisions.shard=range(0,3)/3"]
-    p = harness(cache, tmp_path, *sweep, "logger=none", env={store.DIE_AFTER_ENV: "1"})
+    p = harness(cache, tmp_path, *sweep, "logger=none", die_after=1)
     assert p.returncode == -9
     model_dir = tmp_path / "results" / "zoo" / "zoo-neox"
     done = sorted(d.name for d in model_dir.iterdir() if (d / "summary.json").exists())
@@ -217,10 +219,11 @@ def test_a_crash_between_the_two_files_leaves_no_result(tmp_path):
     old = pd.DataFrame({"layer": [0], "head": [0], "x.y": [1.0]})
     store.write(folder, old, {"scalars": {"x.s": 1.0}, "provenance": {"repo": "a/b", "probe_hash": "p", "commit": "c"}})
     assert store.reusable(folder, "a/b", None, "p", commit="c") and not store.reusable(folder, "a/b", None, "q", "c")
-    code = ("import pandas as pd; from pathlib import Path; from harness.results import store; "
+    code = ("import die_after; die_after.arm(0); "
+            "import pandas as pd; from pathlib import Path; from harness.results import store; "
             f"store.write(Path({str(folder)!r}), pd.DataFrame({{'layer': [0], 'head': [0], 'x.y': [2.0]}}), "
             "{'scalars': {}, 'provenance': {'repo': 'a/b', 'probe_hash': 'p', 'commit': 'c'}})")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, store.DIE_AFTER_ENV: "0"},
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "tests",
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == -9  # SIGKILL between heads.parquet and summary.json
     assert pd.read_parquet(folder / "heads.parquet")["x.y"].tolist() == [2.0]

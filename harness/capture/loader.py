@@ -44,7 +44,16 @@ def load(resolved, dtype: str, model_name: str, device: str = "cpu"):
             # "Could not reach the Hub ... Using cached commit hash" per file when it is unreachable
             local_files_only=getattr(resolved, "local_only", False),
         )
-    except Exception as e:  # corrupt or partial files surface as many exception types
+    except (torch.OutOfMemoryError, MemoryError):
+        raise CheckpointError(f"out of memory loading {model_name} revision {resolved.name} in {dtype} on {device}: "
+                              "free memory, use runner.dtype=bfloat16, or a device with more memory") from None
+    except ImportError as e:  # e.g. a tokenizer or quantisation backend the checkpoint's config asks for
+        raise CheckpointError(f"cannot load {model_name} revision {resolved.name}: missing package "
+                              f"{e.name or e} (pip install {e.name or '<it>'})") from None
+    except PermissionError as e:
+        raise CheckpointError(f"cannot load {model_name} revision {resolved.name}: no permission to read "
+                              f"{e.filename or resolved.path}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt or partial files surface as many exception types
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"cannot load {model_name} revision {resolved.name} from {_weights(resolved.path)}: "
                               f"{msg}; {_refetch(resolved)}") from e

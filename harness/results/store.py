@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import tempfile
 from pathlib import Path
 
@@ -31,8 +30,6 @@ log = logging.getLogger("harness.results.store")
 # The store's file layout; results of another layout are recomputed. (A probe's or a batch's code change is in the
 # reuse key through their `version`s, see harness.run.job.)
 SCHEMA_VERSION = 2
-DIE_AFTER_ENV = "CT_TEST_DIE_AFTER"  # test hook, see write()
-_writes = 0  # results written by this process (for the test hook)
 
 
 class StoreError(HarnessError, OSError):
@@ -83,19 +80,13 @@ def write(folder: Path, heads: pd.DataFrame, summary: dict) -> None:
     result), heads.parquet replaces the old one, and summary.json, which records the new parquet's sha256,
     comes last. A crash at any point leaves the old complete result, no complete result (recomputed by the
     next run), or the new one, never a new parquet beside an old summary."""
-    global _writes
     try:
         (folder / "summary.json").unlink(missing_ok=True)
         digest = file_sha256(atomic_write(folder / "heads.parquet", lambda tmp: heads.to_parquet(tmp, index=False)))
-        # Test hook (tests/test_sweeps.py): CT_TEST_DIE_AFTER=<n> SIGKILLs this process in its (n+1)-th write,
-        # between the two files: the worst moment for a crash.
-        if os.environ.get(DIE_AFTER_ENV) and _writes >= int(os.environ[DIE_AFTER_ENV]):
-            os.kill(os.getpid(), signal.SIGKILL)
         _write_summary(folder, {"schema": SCHEMA_VERSION, **summary, "heads_sha256": digest})
     except OSError as e:  # a full disk, a lost mount: temporary files are gone (_atomic), no summary marks it done
         raise StoreError(f"cannot write the result in {folder}: {e.strerror or e}; earlier revisions are kept, "
                          "this one is recomputed by the next run") from None
-    _writes += 1
 
 
 def _json(o):
@@ -155,7 +146,7 @@ def locked(folder: Path):
     return flock(Path(folder) / ".lock")
 
 
-def mark_duplicates(folders: list[Path]) -> list[str]:
+def record_duplicates(folders: list[Path]) -> list[str]:
     """Set provenance.duplicate_of over a whole grid (folders in grid order): a revision whose weights hash
     equals an earlier one's is its duplicate. Jobs that probe parts of a grid (shards) cannot see this; the
     job that completes the grid calls it. Rewrites only summaries that change; returns their revisions."""

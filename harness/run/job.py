@@ -132,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
                   f"(e.g. {', '.join(missing[:3])}); the job that completes the grid plots and analyses it")
             print(f"W&B run: {tracker.url_or_path}")
             return outputs
-        store.mark_duplicates([folder(r.name) for r in full])  # across shards: weights equal to an earlier revision
+        store.record_duplicates([folder(r.name) for r in full])  # across shards: weights equal to an earlier revision
         findings = analyze(model_dir, cfg.analysis)
         if findings:
             plot = png.trajectory(model_dir, findings)  # the analysis has read the store once already

@@ -182,7 +182,7 @@ def _cached_revisions(model_cfg, cache) -> list[Revision]:
     return [make_revision(model_cfg, n) for n in sorted(cached_refs(model_cfg.repo, cache))]
 
 
-def mark_duplicates(resolved):
+def flag_same_weights(resolved):
     """Yield each Resolved, with duplicate_of set where its weights equal an earlier one's (Pythia step0 == step1).
 
     A generator, so the Prefetcher can mark revisions as they stream in."""
@@ -205,7 +205,7 @@ class Prefetcher:
         self.future = None
 
     def __iter__(self):
-        return mark_duplicates(self._stream())
+        return flag_same_weights(self._stream())
 
     def _stream(self):
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")

@@ -160,13 +160,24 @@ def _saved_refs(repo: str, cache: Path) -> dict | None:
 def _fetch_refs(model_cfg, cache: Path) -> dict | None:
     """list_repo_refs, saved to the cache; None when the hub cannot be reached."""
     from huggingface_hub import list_repo_refs
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     try:
         refs = list_repo_refs(model_cfg.repo)
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: first
+        raise RevisionError(f"{model_cfg.name}: repo '{model_cfg.repo}' is gated: accept its terms on the hub, then "
+                            "log in (hf auth login, or set HF_TOKEN)") from None
     except RepositoryNotFoundError as e:
         raise RevisionError(f"{model_cfg.name}: repo '{model_cfg.repo}' not found on the hub") from e
-    except Exception as e:  # noqa: BLE001 - network down, hub error: fall back to the cache
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise RevisionError(f"{model_cfg.name}: the hub refused access to '{model_cfg.repo}' (HTTP {status}): "
+                                "log in (hf auth login, or set HF_TOKEN)") from None
+        log.warning("%s: cannot list revisions of %s on the hub (HTTP %s); using the local cache",
+                    model_cfg.name, model_cfg.repo, status)
+        return None
+    except Exception as e:  # noqa: BLE001 - the network or the hub is down: fall back to the cache
         log.warning("%s: cannot list revisions of %s on the hub (%s); using the local cache",
                     model_cfg.name, model_cfg.repo, type(e).__name__)
         return None

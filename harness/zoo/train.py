@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 import shutil
 import tempfile
 import time
@@ -130,11 +131,15 @@ def save_state(path: Path, h: str, step: int, model, opt, rng, losses: list[floa
 
 def load_state(path: Path, h: str, published: list[int], repo: str, cache) -> dict | None:
     """The saved state of an interrupted build of this recipe, if readable and its revisions are all there."""
-    try:
-        state = torch.load(path, weights_only=False) if path.is_file() else None
-    except Exception as e:  # a torn or foreign file: start over rather than fail
-        print(f"zoo: ignoring unreadable training state {path} ({type(e).__name__})")
+    if not path.is_file():
         return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:  # a torn or foreign file: start over
+        print(f"zoo: the saved training state {path} is corrupt ({type(e).__name__}: {e}); training from step 0")
+        return None
+    except PermissionError as e:  # not ours to replace: say so rather than redo the build beside it
+        raise ZooError(f"cannot read the saved training state {path}: no permission ({e.strerror})") from None
     if not state or state.get("recipe_hash") != h:
         return None
     have = all(hubcache.resolve(repo, f"step{s}", cache) for s in published if s <= state["step"])
