@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 import torch
+from annotated_types import Ge, Gt, Interval
 from conftest import tiny_model
 from hydra import compose, initialize_config_dir
 from test_e2e import common, harness
@@ -40,22 +42,62 @@ def test_shipped_configs_pass(overrides):
     (["runner.progress_bar=maybe"], "runner.progress_bar=maybe: must be true or false"),
     (["data.n=0"], "data.n=0: must be an integer >= 1"),
     (["data.vocab_lo=x"], "data.vocab_lo=x: must be an integer >= 0"),
-    (["probe.selectivity.induction=abc"], "probe.selectivity.induction=abc: must be a number (default 50.0)"),
-    (["probe=all", "probe.null.draws=2.5"], "probe.null.draws=2.5: must be an integer >= 0 (default 500)"),
-    (["probe=all", "probe.pr.n=abc"], "probe.pr.n=abc: must be an integer >= 0 or null"),
+    (["probe.selectivity.induction=abc"], "probe.selectivity.induction=abc: must be a number > 0 (default 50.0)"),
+    (["probe=all", "probe.null.draws=2.5"], "probe.null.draws=2.5: must be an integer >= 1 (default 500)"),
+    (["probe=all", "probe.pr.n=abc"], "probe.pr.n=abc: must be an integer >= 1 or null"),
     (["probe=all", "probe.pr.positions=first"], "probe.pr.positions=first: must be one of last, all"),
     (["probe=all", "probe.ablation.per_head=2"], "probe.ablation.per_head=2: must be true or false or null"),
     (["probe=all", "probe.induction_score.lengths=[50,x]"], "probe.induction_score.lengths[1]=x: must be an integer"),
     (["+probe.selectivity.indction=3"], "probe.selectivity.indction=3: unknown option of Selectivity; did you mean "
                                         "induction?"),
     (["thresholds.induction=x"], "thresholds.induction=x: must be a number > 0"),
-    (["analysis.induction=40"], "analysis.induction=40: head-class thresholds are set once for probes and findings: "
+    (["+analysis.induction=40"], "analysis.induction=40: head-class thresholds are set once for probes and findings: "
                                 "thresholds.induction=40"),
     (["analysis.bos_fractions=[0.1,2]"], "analysis.bos_fractions[1]=2: must be a number between 0 and 1"),
     (["experiment_name=../elsewhere"], "experiment_name=../elsewhere: must be a plain folder name"),
     (["experiment_name=/abs"], "experiment_name=/abs: must be a plain folder name"),
     (["model.name=.."], "model.name=..: must be a plain folder name"),
     (["model=local"], "model.repo: Missing mandatory value"),
+    # the ends of a range, in any section: in order
+    (["+revisions.min_step=8", "+revisions.max_step=2"], "revisions.min_step=8: must be <= revisions.max_step=2 "
+                                                         "(an empty range)"),
+    (["data.vocab_lo=30", "data.vocab_hi=20"], "data.vocab_lo=30: must be < data.vocab_hi=20 (an empty range)"),
+    (["model.batch.vocab_lo=30", "model.batch.vocab_hi=30"], "model.batch.vocab_lo=30: must be < "
+                                                             "model.batch.vocab_hi=30"),
+    # counts that must be positive, fractions and percentiles in their range, floors above 0
+    (["data.n_baseline=0"], "data.n_baseline=0: must be an integer >= 1 (default 50)"),
+    (["probe=all", "probe.null.draws=0"], "probe.null.draws=0: must be an integer >= 1 (default 500)"),
+    (["probe=all", "probe.null.percentile=120"], "probe.null.percentile=120: must be a number between 0 and 100"),
+    (["probe=all", "probe.pr.n=0"], "probe.pr.n=0: must be an integer >= 1 or null"),
+    (["probe=all", "probe.induction_score.lengths=[50,0]"], "probe.induction_score.lengths[1]=0: must be an integer "
+                                                             ">= 1"),
+    (["probe=all", "probe.previous_token.n=0"], "probe.previous_token.n=0: must be an integer >= 1 (default 100)"),
+    (["probe=all", "probe.duplicate_token.threshold=2"], "probe.duplicate_token.threshold=2: must be a number "
+                                                          "between 0 and 1"),
+    (["probe=all", "probe.sink.text_n=0"], "probe.sink.text_n=0: must be an integer >= 1 (default 32)"),
+    (["probe=all", "probe.sink.text_len=1"], "probe.sink.text_len=1: must be an integer >= 2 (default 64)"),
+    (["probe=all", "probe.sink.epsilon=3"], "probe.sink.epsilon=3: must be a number between 0 and 1"),
+    (["probe=all", "probe.ablation.n_random=0"], "probe.ablation.n_random=0: must be an integer >= 1 (default 5)"),
+    (["probe.selectivity.sink_regime=5"], "probe.selectivity.sink_regime=5: must be a number between 0 and 1"),
+    (["+probe.selectivity.eps=0"], "probe.selectivity.eps=0: must be a number > 0"),
+    (["analysis.induction_counts=[0,3]"], "analysis.induction_counts[0]=0: must be an integer >= 1"),
+    (["analysis.sharp_share=2"], "analysis.sharp_share=2: must be a number between 0 and 1"),
+    (["analysis.pr_factor=0"], "analysis.pr_factor=0: must be a number > 0"),
+    (["analysis.recall=[1/3,x]"], "analysis.recall[1]=x: must be a fraction in (0, 1], e.g. 1/3"),
+    # the sections that had no schema: the revision grid, the model, the logger
+    (["revisions=log", "revisions.n=1"], "revisions.n=1: must be an integer >= 2 (the first and the last"),
+    (["revisions=log", "revisions.n=abc"], "revisions.n=abc: must be an integer >= 2"),
+    (["revisions.select=foo"], "revisions.select=foo: must be one of all, final, paper, log, list"),
+    (["revisions=list"], "revisions.names=[]: revisions=list needs names, e.g. 'revisions.names=[step1,step8]'"),
+    (["+revisions.min_step=abc"], "revisions.min_step=abc: must be an integer >= 0 or null"),
+    (["+revisions.min_stp=3"], "revisions.min_stp=3: unknown option; did you mean min_step? (valid: select, n, names, "
+                               "min_step, max_step, shard, only)"),
+    (["model.tokens_per_step=-5"], "model.tokens_per_step=-5: must be an integer >= 1 or null"),
+    (["model.arch=gpt2"], "model.arch=gpt2: must be one of auto, gpt_neox, olmo, olmoe"),
+    (["model.batch=5"], "model.batch=5: must be a mapping of seq_len, vocab_lo, vocab_hi, bos"),
+    (["+model.tokenzer=x"], "model.tokenzer=x: unknown option; did you mean tokenizer? (valid: name, repo, "),
+    (["logger.mode=onlin"], "logger.mode=onlin: must be one of auto, online, offline, disabled"),
+    (["+logger.projct=x"], "logger.projct=x: unknown option of Tracker; did you mean project? (valid: project, "),
 ])
 def test_bad_option_is_one_line(overrides, message):
     with pytest.raises(schema.ConfigError) as e:
@@ -76,6 +118,36 @@ def test_new_probe_is_checked_from_its_signature():
                      ("mode", "slow")):
         with pytest.raises(schema.ConfigError, match=rf"^probe\.toy\.{key}="):
             schema.check_signature("probe.toy", Toy, {key: bad})
+
+
+class Ranged:  # a new plug-in that states its ranges in its signature (annotated-types, as pydantic uses them)
+    def __init__(self, n: Annotated[int, Ge(1)] = 10, share: Annotated[float, Interval(ge=0, le=1)] = 0.5,
+                 eps: Annotated[float, Gt(0)] = 1e-8, sizes: tuple[Annotated[int, Ge(2)], ...] = (4, 8),
+                 offset: Annotated[int, Ge(-3)] = 0, limit: Annotated[int, Ge(1)] | None = None):
+        pass
+
+
+def test_new_probe_states_its_ranges_in_its_signature():
+    schema.check_signature("probe.toy", Ranged, {"n": 1, "share": 1.0, "eps": 0.1, "sizes": [2], "offset": -3,
+                                                 "limit": None})
+    for key, bad, message in (
+            ("n", 0, "must be an integer >= 1 (default 10)"), ("share", 1.5, "must be a number between 0 and 1"),
+            ("eps", 0, "must be a number > 0"), ("sizes", [4, 1], "must be an integer >= 2"),
+            ("offset", -4, "must be an integer >= -3"), ("limit", 0, "must be an integer >= 1 or null")):
+        with pytest.raises(schema.ConfigError) as e:
+            schema.check_signature("probe.toy", Ranged, {key: bad})
+        assert message in str(e.value) and str(e.value).startswith(f"probe.toy.{key}")
+
+
+def test_range_ends_are_ordered_in_any_section():
+    schema.check_ranges("probe.toy", {"vocab_lo": 0, "vocab_hi": 1, "min_len": 5, "max_len": 5, "x": {"lo": 1,
+                                                                                                    "hi": 2}})
+    for values, message in (({"vocab_lo": 3, "vocab_hi": 3}, "probe.toy.vocab_lo=3: must be < probe.toy.vocab_hi=3"),
+                            ({"min_len": 6, "max_len": 5}, "probe.toy.min_len=6: must be <= probe.toy.max_len=5"),
+                            ({"t_min": 2, "t_max": 1}, "probe.toy.t_min=2: must be <= probe.toy.t_max=1"),
+                            ({"x": {"lo": 2, "hi": 1}}, "probe.toy.x.lo=2: must be < probe.toy.x.hi=1")):
+        with pytest.raises(schema.ConfigError, match="^" + re.escape(message)):
+            schema.check_ranges("probe.toy", values)
 
 
 def snapshot(folder: Path) -> dict:
@@ -109,10 +181,38 @@ DEVICE_CASES = [(d, f"runner.device={d}: ") for d, there in (("cuda", torch.cuda
     # raised inside Hydra's instantiate (5 lines of wrapper before): the inner message only
     ("data.seq_len=20", "error: data.seq_len=20 is too short for the induction batch (need >= 57)"),
     *[(f"runner.device={d}", "error: " + m) for d, m in DEVICE_CASES],
+    # what the model can take, from the revision's config.json, before its (here truncated) weights are loaded
+    ("data.seq_len=5000", "error: data.seq_len=5000: longer than tiny's context (max_position_embeddings=512); use "
+                          "data.seq_len <= 512"),
+    ("model.batch.vocab_hi=5000", "error: data vocab range [5, 5000) does not fit tiny (vocab size 97)"),
+    ("probe=induction_score probe.induction_score.lengths=[300,37]",
+     "error: probe.induction_score.lengths=[300, 37]: its batch is 601 tokens, longer than tiny's context "
+     "(max_position_embeddings=512)"),
+    ("probe=sink_rate probe.sink.text_len=1000", "error: probe.sink.text_len=1000: longer than tiny's context "
+                                                 "(max_position_embeddings=512)"),
+    # ranges, counts, the sections that had no schema
+    ("+revisions.min_step=8 +revisions.max_step=2", "error: revisions.min_step=8: must be <= revisions.max_step=2"),
+    ("data.vocab_hi=5", "error: data.vocab_lo=5: must be < data.vocab_hi=5 (an empty range)"),
+    ("revisions=log revisions.n=0", "error: revisions.n=0: must be an integer >= 2"),
+    ("data.n_baseline=0", "error: data.n_baseline=0: must be an integer >= 1 (default 50)"),
+    ("logger=wandb logger.mode=onlin", "error: logger.mode=onlin: must be one of auto, online, offline, disabled"),
+    # names Hydra resolves itself: one line, not its multi-line errors
+    ("hydra/launcher=jobib", "error: hydra/launcher=jobib: no such option (did you mean joblib? valid: basic, "
+                             "joblib, "),
+    ("hydra/launchr=joblib", "error: hydra/launchr=joblib: no such config group (did you mean hydra/launcher? "
+                             "valid: hydra/env, "),
+    ("hydra/job_logging=disabld", "error: hydra/job_logging=disabld: no such option (did you mean disabled? valid: "),
+    ("runner.batchsize=4", "error: runner.batchsize=4: no such option (did you mean batch_size? valid: device, "),
+    ("modle=zoo-neox", "error: modle=zoo-neox: no such option (did you mean model? valid: "),
+    ("revisions.min_step=8", "error: revisions.min_step=8: not in this config (revisions: "),
+    ("probe.selectivity.eps=0", "error: probe.selectivity.eps=0: not in this config (probe.selectivity: _target_, "),
+    ("runner.batch_size=[", "error: runner.batch_size=[: cannot parse it (no viable alternative at input '['"),
+    ("+runner.device=cpu", "error: Could not append to config. An item is already at 'runner.device'."),
 ])
 def test_bad_input_exits_with_one_line(unloadable, override, message):
     before = snapshot(unloadable)
-    proc = harness(*common(unloadable, unloadable / "ckpts", "tiny", probe="selectivity"), "logger=none", override)
+    proc = harness(*common(unloadable, unloadable / "ckpts", "tiny", probe="selectivity"), "logger=none",
+                   *override.split())
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]

@@ -40,3 +40,15 @@ def test_experiment_overrides_primary_values():
         paper = compose("config", overrides=["experiment=paper", "model=pythia-1b"])
     assert cfg.experiment_name == "zoo"
     assert paper.experiment_name == "paper" and paper.revisions.select == "paper" and "pr" in paper.probe
+
+
+@pytest.mark.parametrize("group,option", CASES, ids=[f"{g}={o}" for g, o in CASES])
+def test_option_passes_the_schema(group, option):
+    """Every shipped option satisfies the schema (harness/config/schema.py): a new field in a model file, a probe
+    option outside its range or a grid option the schema does not know fails here, not in a user's job."""
+    from harness.config import schema
+
+    needs = {("model", "local"): ["model.repo=/tmp/some-run"], ("revisions", "list"): ["revisions.names=[step1]"]}
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"{group}={option}", *needs.get((group, option), [])])
+    schema.validate(cfg)

@@ -42,9 +42,11 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    """Command-line checks Hydra cannot make (launcher plugins, shard ranges), then the job."""
+    """Command-line checks Hydra cannot make or reports over many lines (launcher plugins, shard ranges, group
+    options, keys), then the job."""
     sys.argv = [sys.argv[0], *launchers.expand_shards(sys.argv[1:])]  # revisions.shard="range(0,4)/4"
-    problem = launchers.unknown_option(sys.argv[1:]) or launchers.missing_plugin(sys.argv[1:])
+    args = sys.argv[1:]
+    problem = launchers.unknown_option(args) or launchers.missing_plugin(args) or launchers.unknown_key(args)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -75,6 +75,7 @@ def run(cfg: DictConfig) -> dict:
     grid = revisions.job_part(cfg.model, cfg.revisions, full)  # revisions.shard / revisions.only
     probes = build_probes(cfg.probe)
     shared = instantiate(cfg.data)
+    schema.check_context(model_cfg, grid[0].name, probes, shared, probe_cfg)  # config.json, before any weights
     declares = declared(probes)
     probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype,
                               "versions": declares["versions"], "batch_version": BATCH_VERSION})
