@@ -1,6 +1,8 @@
 """Load one checkpoint through the standard `from_pretrained(repo_or_path, revision=...)` path."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
@@ -9,8 +11,6 @@ from harness.capture.arch import arch_of
 from harness.capture.engine import ATTN_IMPL
 from harness.common.errors import HarnessError
 from harness.sources.folders import weight_files
-
-hf_logging.disable_progress_bar()  # one bar per revision from Lightning is enough
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,18 +32,32 @@ def _refetch(resolved) -> str:
             "--force-download")
 
 
+@contextlib.contextmanager
+def _no_hf_progress_bars():
+    """transformers' per-file loading bars off while a checkpoint loads (the job shows one bar over its
+    revisions), and back on afterwards if they were on: nothing changes in the user's process at import."""
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load(resolved, dtype: str, model_name: str, device: str = "cpu"):
     """safetensors weights straight into `dtype` on `device` (no float32 or CPU copy first), capture attention on."""
     if dtype not in DTYPES:
         raise CheckpointError(f"unknown runner.dtype '{dtype}' (valid: {', '.join(DTYPES)})")
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            resolved.source, revision=resolved.hub_revision, dtype=DTYPES[dtype],
-            attn_implementation=ATTN_IMPL, device_map=device if device != "cpu" else None,
-            # the files are already here (checkpoints.resolve): asking the hub again only prints
-            # "Could not reach the Hub ... Using cached commit hash" per file when it is unreachable
-            local_files_only=getattr(resolved, "local_only", False),
-        )
+        with _no_hf_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.source, revision=resolved.hub_revision, dtype=DTYPES[dtype],
+                attn_implementation=ATTN_IMPL, device_map=device if device != "cpu" else None,
+                # the files are already here (checkpoints.resolve): asking the hub again only prints
+                # "Could not reach the Hub ... Using cached commit hash" per file when it is unreachable
+                local_files_only=getattr(resolved, "local_only", False),
+            )
     except (torch.OutOfMemoryError, MemoryError):
         raise CheckpointError(f"out of memory loading {model_name} revision {resolved.name} in {dtype} on {device}: "
                               "free memory, use runner.dtype=bfloat16, or a device with more memory") from None

@@ -21,7 +21,7 @@ from harness.config import schema
 from harness.report import png
 from harness.results import store
 from harness.results.provenance import config_hash, now, package_versions
-from harness.run import devices, loop
+from harness.run import devices, loop, progress
 from harness.sources import checkpoints, revisions
 from probes.base import Context
 
@@ -93,8 +93,9 @@ def run(cfg: DictConfig) -> dict:
     tracker = instantiate(cfg.logger, _partial_=True)(**tracker_args(cfg, grid, full))
     outputs = {}
     fetch = iter(checkpoints.Prefetcher(cfg.model, [r for r in grid if r.name not in done]))
+    bar = progress.JobBar(model_cfg["name"], len(grid), done, enabled=cfg.runner.progress_bar)  # stderr
     try:
-        for rev in grid:
+        for rev in bar.over(grid):
             out, res = folder(rev.name), None
             if rev.name in done:
                 log.info("%s %s: reusing %s (not downloaded)", model_cfg["name"], rev.name, out)
@@ -123,6 +124,7 @@ def run(cfg: DictConfig) -> dict:
             outputs[rev.name] = out
             if res is not None and not cfg.runner.keep_checkpoints:
                 checkpoints.release(res)
+        bar.close()
         model_dir = folder("")
         print(f"results: {model_dir}")
         # A job that probed part of a grid (a shard) sums up the model only when the whole grid is in the
@@ -145,6 +147,7 @@ def run(cfg: DictConfig) -> dict:
         print(f"W&B run: {tracker.url_or_path}")
         return outputs
     finally:
+        bar.close()
         tracker.finish()
 
 

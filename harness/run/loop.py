@@ -1,10 +1,13 @@
 """The Lightning-style inference loop over one checkpoint.
 
-Lightning does device placement, precision and the progress bar; the engine serves the union
-of the probes' needs; probes see each batch through `on_batch`.
+Lightning does device placement and precision; the engine serves the union of the probes' needs; probes see
+each batch through `on_batch`. The job shows one progress bar over its revisions (harness.run.progress), so
+Lightning's own per-revision bar is off, and its info lines and warnings are quieted only while a checkpoint
+runs (`quiet_lightning`): importing this module changes nothing in the user's process.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections import defaultdict
@@ -20,12 +23,28 @@ from harness.common.errors import HarnessError
 from probes.base import Context, Probe, ProbeResult, Step
 
 log = logging.getLogger("harness.run.loop")
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 # Probes accumulate state instead of returning predictions, and the batches live in memory.
-warnings.filterwarnings("ignore", message=".*predict returned None.*")
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+QUIET_WARNINGS = (".*predict returned None.*", ".*does not have many workers.*", ".*isinstance.treespec, LeafSpec.*")
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's info lines (GPU available, ...) and the warnings above off while a checkpoint runs; the
+    loggers' levels and the warning filters are restored afterwards."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            for lg in loggers:
+                lg.setLevel(logging.WARNING)
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
 
 class NonFiniteError(HarnessError, FloatingPointError):
     """A forward pass with inf/NaN attention or outputs: the revision is recorded as failed, the sweep goes on."""
@@ -92,6 +111,11 @@ def group_by_batch(probes: list[Probe], shared: ProbeBatch, ctx: Context) -> lis
 
 
 def run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> dict[str, ProbeResult]:
+    with quiet_lightning():
+        return _run_checkpoint(model, groups, model_cfg=model_cfg, revision=revision, runner=runner)
+
+
+def _run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> dict[str, ProbeResult]:
     engine = Engine(model)
     accelerator, devices = str(runner.device), 1
     if accelerator.startswith("cuda:"):  # torch's name for one GPU; Lightning takes an index list
@@ -99,7 +123,7 @@ def run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> 
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, precision=PRECISION[runner.dtype],
         logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=runner.progress_bar,
+        enable_progress_bar=False,  # one bar per job, over its revisions (harness.run.progress)
     )
     results = {}
     for batch, probes in groups:
