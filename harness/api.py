@@ -87,7 +87,7 @@ def trajectory(experiment: str, model: str, results_dir: str | Path = "results")
     from harness.analysis import load
 
     found = load.trajectory(_model_dir(results_dir, experiment, model))
-    return found.frame if hasattr(found, "frame") else found[0]  # load.Trajectory, or the older (frame, ...) tuple
+    return found.frame
 
 
 def findings(experiment: str, model: str | None = None, results_dir: str | Path = "results") -> dict:
