@@ -135,6 +135,8 @@ class Model(BaseModel):
     batch: Batch
     paper_revisions: OptNames = None
     tokenizer: OptText = None  # a tokenizer for the sink probe's text, where the checkpoint ships none
+    family: OptText = None  # models that differ only in seed share a family: the report groups them
+    seed: int | str | None = None  # this model's training seed within its family
 
 
 class Revisions(BaseModel):
