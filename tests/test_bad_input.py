@@ -51,6 +51,8 @@ def test_shipped_configs_pass(overrides):
     (["+probe.selectivity.indction=3"], "probe.selectivity.indction=3: unknown option of Selectivity; did you mean "
                                         "induction?"),
     (["thresholds.induction=x"], "thresholds.induction=x: must be a number > 0"),
+    (["+thresholds.inducton=40"], "thresholds.inducton=40: no probe reads this threshold; did you mean induction? "
+                                  "(valid: assign, induction, prev_token, bos, sink_regime)"),
     (["+analysis.induction=40"], "analysis.induction=40: head-class thresholds are set once for probes and findings: "
                                 "thresholds.induction=40"),
     (["analysis.bos_fractions=[0.1,2]"], "analysis.bos_fractions[1]=2: must be a number between 0 and 1"),

@@ -499,9 +499,26 @@ def check_analysis(cfg: DictConfig) -> None:
     check_thresholds(cfg)
 
 
+def _threshold_names(cfg: DictConfig) -> list[str]:
+    """The thresholds there are: those conf/config.yaml declares and those a plug-in's options interpolate."""
+    from harness.common.paths import CONF_DIR
+
+    try:
+        declared = OmegaConf.load(Path(CONF_DIR) / "config.yaml").get("thresholds") or {}
+    except OSError:
+        declared = {}
+    used = re.findall(r"\$\{thresholds\.(\w+)\}", str(OmegaConf.to_container(cfg, resolve=False)))
+    return list(dict.fromkeys([*declared, *used]))
+
+
 def check_thresholds(cfg: DictConfig) -> None:
-    """`thresholds.*`: selectivities (x) above 0; the sink regime a fraction of heads."""
+    """`thresholds.*`: a known name (a typo would change nothing), selectivities (x) above 0; the sink regime a
+    fraction of heads."""
+    names = _threshold_names(cfg)
     for key, value in (resolved(cfg, "thresholds") or {}).items():
+        if names and key not in names:
+            _fail(f"thresholds.{key}", value, f"no probe reads this threshold{_closest(key, names)} "
+                  f"(valid: {', '.join(names)})")
         if not (is_number(value) and value > 0):
             _fail(f"thresholds.{key}", value, "must be a number > 0")
         if key == "sink_regime" and not value <= 1:
