@@ -462,3 +462,12 @@ def test_wandb_service_dying_mid_run_does_not_stop_the_job(tmp_path):
     assert (out + err).count("wandb stopped working") == 1 and "Traceback" not in err
     assert all(store.summary(model_dir / f"step{s}") is not None for s in (0, 1, 2, 3))
     assert (model_dir / "findings.json").exists()
+
+
+@pytest.mark.parametrize("command, override, line", [
+    ("report", "experimnt_name=x", "error: experimnt_name=x: no such option (did you mean experiment_name? "),
+    ("analyze", "logger=nonee", "error: logger=nonee: no such option (did you mean none? valid: none, wandb)"),
+])
+def test_analyze_and_report_check_names_before_hydra(command, override, line):
+    proc = harness(command, override)
+    assert proc.returncode == 2 and proc.stderr.startswith(line) and proc.stderr.count("\n") == 1, proc.stderr
