@@ -59,7 +59,7 @@ class Resolved(Revision):
 
     @property
     def revision(self) -> Revision:
-        return Revision(self.name, self.step, self.tokens)
+        return Revision(**{f.name: getattr(self, f.name) for f in fields(Revision)})
 
 
 # ---------------------------------------------------------------- identity

@@ -14,18 +14,20 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.common import files
 from harness.common.errors import HarnessError
+from harness.sources import names as naming
+from harness.sources import stages
 from harness.sources.folders import is_checkpoint
 from harness.sources.hubcache import cache_dir as hub_cache
 from harness.sources.hubcache import repo_folder
+from harness.sources.stages import main_kind
 
 log = logging.getLogger("harness.sources.revisions")
 
-_STEP = re.compile(r"^(?:step|checkpoint|ckpt|global_step|iter)?[-_]?(\d+)(?:-tokens(\d+)B)?$", re.IGNORECASE)
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 _REFS_FILE = ".ct-refs.json"  # our saved list_repo_refs answer, inside the repo's cache folder
 _warned: set[str] = set()
@@ -35,8 +37,10 @@ _fetched: dict[str, dict[str, str]] = {}  # repo -> {revision: commit} as list_r
 @dataclass(frozen=True)
 class Revision:
     name: str
-    step: int | None
-    tokens: int | None
+    step: int | None  # the step in the name (it restarts in later stages), or the checkpoint index (ckpt_<i>)
+    tokens: int | None  # tokens trained since the start, later stages placed after the earlier ones
+    stage: int | None = field(default=None, kw_only=True)  # None: an unstaged name (pretraining)
+    ingredient: int | None = field(default=None, kw_only=True)  # a parallel branch within its stage
 
 
 class RevisionError(HarnessError, LookupError):
@@ -81,54 +85,44 @@ def _warn_once(msg: str) -> None:
         log.warning(msg)
 
 
-# ---------------------------------------------------------------- names, steps, tokens
+# ---------------------------------------------------------------- names, stages, steps, tokens
 
 def parse_step(name: str) -> tuple[int | None, int | None]:
-    """(step, billions of tokens in the name) from `step1000`, `step1000-tokens2B`, `1000`, `checkpoint-1000`."""
-    m = _STEP.match(name)
-    if not m:
-        return None, None
-    return int(m.group(1)), (int(m.group(2)) if m.group(2) else None)
+    """(step, billions of tokens in the name) from `step1000`, `step1000-tokens2B`, `1000`, `checkpoint-1000`, ..."""
+    n = naming.parse(name)
+    return n.step, n.btokens
 
 
-def make_revision(model_cfg, name: str) -> Revision:
-    tps = model_cfg.get("tokens_per_step")
-    step, btokens = parse_step(name)
+def make_revision(model_cfg, name: str, starts: dict[int, int | None] | None = None) -> Revision:
+    """One revision from its name; `starts` (stages.stage_starts over the whole list) places a later stage's
+    tokens after the earlier stages'."""
+    n = naming.parse(name)
     if name == "main":
-        step = model_cfg.get("main_step")  # None where main is not on the schedule (OLMoE's annealed branch)
-    tokens = step * tps if step is not None and tps else None
-    if btokens is not None:
-        if tokens is None:
-            tokens = btokens * 10**9  # no tokens_per_step: trust the name
-        elif abs(tokens / 1e9 - btokens) > 1 + 0.02 * btokens:  # names floor to whole B; allow ~2% drift
-            _warn_once(f"{model_cfg.get('name')}: revision {name} names {btokens}B tokens but "
-                       f"step x tokens_per_step = {tokens / 1e9:.1f}B; check model.tokens_per_step")
-    return Revision(name, step, tokens)
+        step = model_cfg.get("main_step") if main_kind(model_cfg) == "end" else None
+        n = naming.Name(step, index=step is not None and bool(model_cfg.get("tokens_per_checkpoint")))
+    tokens, warning = stages.tokens(model_cfg, n, starts)
+    if warning:
+        _warn_once(f"{model_cfg.get('name')}: revision {name} {warning}")
+    return Revision(name, n.step, tokens, stage=n.stage, ingredient=n.ingredient)
 
 
 def _sort_key(r: Revision):
-    return (r.step is None, r.step or 0, r.name)
+    """Training order: (stage, ingredient, step); unstaged names are stage 1; names without a step last."""
+    return (r.step is None, r.stage or 1, r.ingredient or 0, r.step or 0, r.name)
+
+
+def pretraining(r: Revision) -> bool:
+    """On the pretraining trajectory (stage 1 or unstaged, with a step): what the default grids draw from."""
+    return r.step is not None and (r.stage or 1) == 1
 
 
 def schedule_names(model_cfg) -> list[str]:
     """Expand the model's known checkpoint schedule (`model.schedule`) into revision names."""
-    spec = model_cfg.get("schedule")
-    if not spec:
-        return []
-    kind = spec.get("kind")
-    if kind == "pythia":  # step0, powers of two to 512, then every 1000 to the end
-        last = spec.get("last", 143000)
-        steps = [0] + [2**i for i in range(10)] + list(range(1000, last + 1, 1000))
-    elif kind == "every":
-        every, last = spec["every"], spec["last"]
-        steps = list(range(spec.get("first", every), last + 1, every)) + list(spec.get("extra") or [])
-    else:
-        raise RevisionError(f"{model_cfg.get('name')}: unknown schedule kind '{kind}' (valid: pythia, every)")
-    template = spec.get("name", "step{step}")
-    tps = model_cfg.get("tokens_per_step") or 0
-    rename = {int(k): v for k, v in (spec.get("rename") or {}).items()}
-    names = [rename.get(s) or template.format(step=s, btokens=s * tps // 10**9) for s in sorted(set(steps))]
-    return names
+    try:
+        return naming.schedule_names(model_cfg.get("schedule"), lambda s: stages.tokens_per_step(model_cfg, s),
+                                    str(model_cfg.get("name")))
+    except ValueError as e:
+        raise RevisionError(str(e)) from None
 
 
 # ---------------------------------------------------------------- discovery
@@ -197,7 +191,7 @@ def fetched_commits(repo: str) -> dict[str, str] | None:
 
 
 def available(model_cfg, *, cache_dir=None) -> list[Revision]:
-    """Every revision the model has, sorted by step (names without a step last)."""
+    """Every revision the model has, in training order (names without a step last)."""
     model_cfg = model_config(model_cfg)
     if is_local(model_cfg.repo):
         names = _local_names(model_cfg)
@@ -217,9 +211,18 @@ def available(model_cfg, *, cache_dir=None) -> list[Revision]:
             if not model_cfg.get("offline"):  # a local-only model has no other source: nothing to warn about
                 _warn_once(f"{model_cfg.name}: hub offline; revision names come from the local cache "
                            f"({len(cached)}) and the known schedule ({len(known)}), not from the hub")
-    revs = sorted({n: make_revision(model_cfg, n) for n in names}.values(), key=_sort_key)
-    steps = {r.step for r in revs if r.name != "main"}
-    # Pythia's main == its last step: keep one name (the step) so grids hold no alias.
+    return place(model_cfg, names)
+
+
+def place(model_cfg, names) -> list[Revision]:
+    """Revisions from names, in training order, later stages' tokens after the earlier stages'; `main` left out
+    where it holds no weights, or where it is an alias of a step already listed (Pythia's main == step143000:
+    one name, so grids hold no alias)."""
+    kind = main_kind(model_cfg)
+    parsed = {n: naming.parse(n) for n in names if not (n == "main" and kind == "no-weights")}
+    starts = stages.stage_starts(model_cfg, parsed)
+    revs = sorted((make_revision(model_cfg, n, starts) for n in parsed), key=_sort_key)
+    steps = {r.step for r in revs if r.name != "main" and pretraining(r)}
     return [r for r in revs if not (r.name == "main" and r.step is not None and r.step in steps)]
 
 
@@ -249,14 +252,16 @@ def find(model_cfg, revs: list[Revision], name: str) -> Revision:
     for r in revs:
         if r.name == name:
             return r
-    if name == "main" and model_cfg.get("main_step") is not None:
+    if name == "main" and main_kind(model_cfg) == "no-weights":
+        raise RevisionError(f"{model_cfg.get('name')}: its main holds no weights (model.main=no-weights); name a "
+                            f"checkpoint ({_nearest(name, [r.name for r in revs])})")
+    if name == "main" and model_cfg.get("main_step") is not None and main_kind(model_cfg) == "end":
         return make_revision(model_cfg, "main")  # dropped from the list as an alias of the last step
     raise missing_error(model_cfg, name, revs)
 
 
-def _log_spaced(revs: list[Revision], n: int) -> list[Revision]:
+def _log_spaced(stepped: list[Revision], n: int) -> list[Revision]:
     """n picks nearest to log-spaced targets in log(step+1), always the first and the last, no repeats."""
-    stepped = [r for r in revs if r.step is not None]
     if len(stepped) <= n:
         return stepped
     x = [math.log(r.step + 1) for r in stepped]
@@ -278,18 +283,21 @@ def select(model_cfg, grid_cfg, revs: list[Revision]) -> list[Revision]:
         return not filtered or (r.step is not None and (lo is None or r.step >= lo) and (hi is None or r.step <= hi))
 
     pool = [r for r in revs if in_range(r)]
+    # The default grids follow pretraining: never a later stage, an ingredient, or a main off the trajectory.
+    trajectory = [r for r in pool if pretraining(r)]
     if kind == "all":
         out = pool
     elif kind == "final":
-        stepped = [r for r in pool if r.step is not None]
-        out = stepped[-1:] or [r for r in pool if r.name == "main"] or pool[-1:]
+        end = main_kind(model_cfg) in (None, "end")
+        out = trajectory[-1:] or [r for r in pool if r.name == "main" and end] or \
+            [r for r in pool if r.step is None and r.name != "main"][-1:]  # folders named final/, latest/
     elif kind == "log":
-        out = _log_spaced(pool, int(grid_cfg.get("n") or 10))
+        out = _log_spaced(trajectory, int(grid_cfg.get("n") or 10))
     elif kind == "paper" and not model_cfg.get("paper_revisions"):
         # A model the study did not run: its design instead, 10 log-spaced revisions.
         log.info("%s: no study grid (it ran pythia-1b, olmo-1b-0724, olmoe-1b-7b-0924); 10 log-spaced revisions",
                  model_cfg.get("name"))
-        out = _log_spaced(pool, 10)
+        out = _log_spaced(trajectory, 10)
     elif kind in ("paper", "list"):
         names = model_cfg.get("paper_revisions") if kind == "paper" else grid_cfg.get("names")
         if not names:
