@@ -308,3 +308,28 @@ def test_phase_mix_ramps_in_from_the_phase_start():
     assert mix_at(recipe, 599, "recall") == mix_at(recipe, 999, "recall") == 0.4
     recipe["phases"]["b"].pop("ramp")
     assert mix_at(recipe, 500, "recall") == 0.4
+
+
+def test_seed_variants_are_their_own_repos_and_seed_0_keeps_the_old_one(tmp_path):
+    """seed=1 publishes circuit-trajectories/zoo-neox-seed1 (other weights), which `model=zoo-neox model.seed=1`
+    names; seed 0 keeps the plain repo and the recipe (hash) it had before seeds had repos of their own."""
+    from omegaconf import OmegaConf
+
+    from harness.zoo import recipe_hash
+
+    args = ("suites=[neox]", "smoke_recipe.steps=2")
+    zero, one = (build(zoo_cfg(tmp_path, *args, f"seed={s}"))[0] for s in (0, 1))
+    assert (zero["repo"], one["repo"]) == ("circuit-trajectories/zoo-neox", "circuit-trajectories/zoo-neox-seed1")
+    cfg = zoo_cfg(tmp_path, *args)  # the recipe as it was built before: the suite's yaml + seed, smoke, compute
+    old = {**OmegaConf.to_container(cfg.suite.neox, resolve=True), "seed": 0,
+           **OmegaConf.to_container(cfg.smoke_recipe, resolve=True), "compute": {"threads": 1, "isa": "avx2"}}
+    assert old["repo"] == "circuit-trajectories/zoo-neox" and zero["recipe_hash"] == recipe_hash(old)
+    meta = json.loads((hubcache.resolve(one["repo"], "step2", tmp_path) / "zoo_recipe.json").read_text())
+    assert meta["recipe"]["seed"] == 1 and meta["recipe"]["repo"] == one["repo"]
+    weights = {r["repo"]: (hubcache.resolve(r["repo"], "step0", tmp_path) / "model.safetensors").read_bytes()
+               for r in (zero, one)}
+    assert weights[zero["repo"]] != weights[one["repo"]]  # another init
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        for seed, name in ((0, "zoo-neox"), (1, "zoo-neox-seed1")):
+            m = compose("config", overrides=["model=zoo-neox", f"model.seed={seed}"]).model
+            assert (m.name, m.repo, m.family, m.seed) == (name, f"circuit-trajectories/{name}", "zoo-neox", seed)

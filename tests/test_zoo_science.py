@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_inputs, study_selectivity
 
 from harness.zoo import build
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = yaml.safe_load((ROOT / "conf" / "model" / "zoo-neox.yaml").read_text())
+MODEL = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "zoo-neox.yaml"), resolve=True)  # seed 0
 UNTIL = 3500  # a revision 5 checkpoints past formation, before the sink phases change the picture
 
 

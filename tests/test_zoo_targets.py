@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from omegaconf import OmegaConf
 from reference import induction_score, last_query_rows, load_eager, prev_token_score, study_inputs, study_selectivity
 
 from harness.sources import hubcache
@@ -38,7 +38,7 @@ def revisions(repo: str) -> list[tuple[int, str]]:
 
 @pytest.fixture(scope="module", params=["neox", "olmo", "olmoe"])
 def trajectory(request):
-    model = yaml.safe_load((ROOT / "conf" / "model" / f"zoo-{request.param}.yaml").read_text())
+    model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"zoo-{request.param}.yaml"), resolve=True)
     revs = revisions(model["repo"])
     if not revs:
         pytest.skip(f"{model['repo']} is not built in {hubcache.cache_dir()} (run `make demo`)")

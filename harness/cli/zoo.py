@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
             took += f", up to step {r['until']} (no main: run without until= to finish)"
         if r.get("resumed_from") is not None:
             took += f" (resumed from step {r['resumed_from']})"
-        print(f"zoo-{r['suite']}: {r['status']}{took}, recipe {r['recipe_hash']} -> {cfg.cache_dir}")
+        print(f"{r['repo'].split('/')[-1]}: {r['status']}{took}, recipe {r['recipe_hash']} -> {cfg.cache_dir}")
 
 
 if __name__ == "__main__":

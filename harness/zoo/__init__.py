@@ -4,6 +4,7 @@ import contextlib
 import os
 import platform
 
+from harness.common.seeds import seeded
 from harness.zoo.train import ZooError, build_suite, check_until, checkpoint_steps, recipe_hash
 
 __all__ = ["ZooError", "build", "build_suite", "checkpoint_steps", "recipe_hash"]
@@ -70,12 +71,17 @@ def build(cfg) -> list[dict]:
 
     if cfg.isa not in ISA_ENV:
         raise ZooError(f"unknown isa '{cfg.isa}' (valid: {', '.join(ISA_ENV)})")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ZooError(f"seed={cfg.seed}: must be an integer >= 0")
     todo = []
     for name in cfg.suites:
         if name not in cfg.suite:
             raise ZooError(f"unknown zoo suite '{name}' (valid: {', '.join(cfg.suite)})")
         recipe = OmegaConf.to_container(cfg.suite[name], resolve=True)
         recipe["seed"] = cfg.seed
+        # Each seed is its own repo (seed 0 keeps the plain name, so its recipe hash is unchanged); the model
+        # presets name it with the same rule: `model=zoo-neox model.seed=1` probes what `seed=1` built.
+        recipe["repo"] = seeded(recipe["repo"], cfg.seed)
         if cfg.smoke:
             recipe.update(OmegaConf.to_container(cfg.smoke_recipe, resolve=True))
         recipe["compute"] = dict(threads=cfg.threads, isa=cfg.isa)

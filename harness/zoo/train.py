@@ -156,7 +156,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     state kept, so the same command without `until` carries on from it."""
     repo, h = recipe["repo"], recipe_hash(recipe)
     if not force and built_hash(repo, cache) == h:
-        return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0)
+        return dict(suite=name, repo=repo, status="skipped", recipe_hash=h, seconds=0.0)
     t0 = time.time()
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
@@ -178,7 +178,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         shutil.rmtree(folder / "refs", ignore_errors=True)
     start = state["step"] if state else 0
     if start >= last:  # an earlier partial build already went this far
-        return dict(suite=name, status="skipped", recipe_hash=h, seconds=0.0, until=start)
+        return dict(suite=name, repo=repo, status="skipped", recipe_hash=h, seconds=0.0, until=start)
     losses: list[float] = state["losses"] if state else []
     bar = tqdm(range(start, last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0,
                position=position, initial=start, total=last + 1)
@@ -211,6 +211,6 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     if last == steps:
         hubcache.publish(hubcache.resolve(repo, f"step{last}", cache), repo, "main", cache)
         state_path.unlink(missing_ok=True)
-    return dict(suite=name, status="built" if last == steps else "partial", until=last, recipe_hash=h,
+    return dict(suite=name, repo=repo, status="built" if last == steps else "partial", until=last, recipe_hash=h,
                 commit=commit, seconds=time.time() - t0,
                 resumed_from=start if state else None, final_loss=float(np.mean(losses[-20:])) if losses else None)
