@@ -66,26 +66,84 @@ def _table(rows: list[tuple], header: tuple) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+def _shape(m) -> str:
+    """layers x heads x d_head, the key/value heads in brackets where fewer (GQA): 36x16(4)x128."""
+    if not m.get("layers"):
+        return "?"
+    kv = m.get("kv_heads")
+    heads = f"{m.get('heads')}({kv})" if kv and kv != m.get("heads") else str(m.get("heads"))
+    return f"{m.get('layers')}x{heads}x{m.get('d_head')}"
+
+
+def _per_step(m) -> str:
+    tps = m.get("tokens_per_step")
+    if OmegaConf.is_dict(tps):  # by stage: 4.2M/2.1M/4.2M
+        return "/".join(human(tps[k]) for k in sorted(tps, key=int))
+    if tps is None and m.get("tokens_per_checkpoint"):
+        return human(m.get("tokens_per_checkpoint")) + "/ckpt"
+    return human(tps)
+
+
+def _checkpoints(m) -> str:
+    """How many checkpoints the model has: its known schedule, else the revision list a run saved in the hub
+    cache, else the refs the cache holds (never asks the hub)."""
+    from harness.sources import revisions
+
+    if OmegaConf.is_missing(m, "repo") or revisions.is_local(m.get("repo")):
+        return "-"
+    try:
+        known = revisions.schedule_names(m)
+        if known:  # with main where it is the end of training and not a listed step (Amber's ckpt_359)
+            return str(len(revisions.place(m, known + (["main"] if revisions.main_kind(m) == "end" else []))))
+        cache = revisions.hub_cache()
+        saved = revisions.saved_refs(m.get("repo"), cache)
+        if saved is not None:
+            return f"{len(saved)} (hub list)"
+        cached = revisions.cached_refs(m.get("repo"), cache)
+        return f"{len(cached)} (cached)" if cached else "?"
+    except Exception:  # noqa: BLE001 - a broken preset shows '?' here; `ls revisions model=<it>` says why
+        return "?"
+
+
 def ls_models(_overrides) -> str:
     rows = []
     for f in sorted((CONF / "model").glob("*.yaml")):
         m = OmegaConf.load(f)
-        shape = "x".join(str(m.get(k)) for k in ("layers", "heads", "d_head")) if m.get("layers") else "?"
         repo = "<folder>" if OmegaConf.is_missing(m, "repo") else m.get("repo")
-        rows.append((f.stem, repo, m.get("arch"), shape, human(m.get("tokens_per_step")), m.get("dtype")))
-    return _table(rows, ("model", "repo", "arch", "layers x heads x d_head", "tokens/step", "dtype"))
+        family = f"{m.get('family')}/{m.get('seed')}" if m.get("family") else "-"
+        rows.append((f.stem, repo, m.get("arch"), family, _shape(m), _per_step(m), _checkpoints(m), m.get("dtype")))
+    return _table(rows, ("model", "repo", "arch", "family/seed", "layers x heads(kv) x d_head", "tokens/step",
+                         "checkpoints", "dtype"))
+
+
+def _stage(r) -> str:
+    if r.stage is None:
+        return "-"
+    return f"{r.stage}" + (f"/ingredient{r.ingredient}" if r.ingredient is not None else "")
+
+
+MAIN_NOTES = {
+    "annealed": "main is annealed, not the end of pretraining: left out of the log, final and paper grids and of "
+                "trajectories",
+    "no-weights": "main holds no weights: left out",
+}
 
 
 def ls_revisions(overrides) -> str:
+    from harness.config.schema import check_model, resolved
     from harness.sources import revisions
 
     cfg = compose(overrides)
+    check_model(resolved(cfg, "model"))  # e.g. a seed the suite has no run for
     revs = revisions.available(cfg.model)
     grid = revisions.select(cfg.model, cfg.revisions, revs)
+    order = {r.name: i for i, r in enumerate(revs, 1)}
     kind = cfg.revisions.get("select", "all")
     head = f"{cfg.model.name} ({cfg.model.repo}), revisions={kind}: {len(grid)} of {len(revs)}"
-    rows = [(r.name, "-" if r.step is None else r.step, human(r.tokens)) for r in grid]
-    return head + "\n" + _table(rows, ("name", "step", "tokens"))
+    note = MAIN_NOTES.get(revisions.main_kind(cfg.model))
+    rows = [(order.get(r.name, "-"), r.name, _stage(r), "-" if r.step is None else r.step, human(r.tokens))
+            for r in grid]
+    return head + (f"; {note}" if note else "") + "\n" + _table(rows, ("#", "name", "stage", "step", "tokens"))
 
 
 def _describe(target: str) -> tuple[str, str]:

@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from harness.common.errors import HarnessError
+from harness.sources.stages import MAIN_KINDS, STAGE_STEPS
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICE = re.compile(r"(cpu|gpu|cuda|cuda:\d+|mps|auto)")
@@ -85,6 +86,22 @@ LogN = rule(lambda v: is_int(v) and v >= 2, "an integer >= 2 (the first and the 
 Scheme = rule(lambda v: v in ("step", "step-tokens", "folder"), "one of step, step-tokens, folder")
 
 
+def _by_stage(v, low: int) -> bool:
+    """{stage: count}: stages from 1, counts integers >= low."""
+    return isinstance(v, dict) and bool(v) and all(
+        (is_int(k) or str(k).isdigit()) and int(k) >= 1 and is_int(x) and x >= low for k, x in v.items())
+
+
+TokensPerStep = rule(lambda v: v is None or (is_int(v) and v >= 1) or _by_stage(v, 1),
+                     "an integer >= 1, a mapping {stage: tokens per step} (e.g. {1: 4194304, 2: 2097152}) or null")
+StageTokens = rule(lambda v: v is None or _by_stage(v, 0), "a mapping {stage: tokens trained in it} or null")
+MainKind = rule(lambda v: v is None or v in MAIN_KINDS, f"one of {', '.join(MAIN_KINDS)} or null")
+StageSteps = rule(lambda v: v in STAGE_STEPS, f"one of {', '.join(STAGE_STEPS)}")
+RunNames = rule(lambda v: v is None or isinstance(v, dict) and all(str(k).startswith("seed") and isinstance(x, str)
+                                                                   for k, x in v.items()),
+                "a mapping {seed<s>: run name}, e.g. {seed21: alias}, or null")
+
+
 class Runner(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device: Device
@@ -124,10 +141,15 @@ class Model(BaseModel):
     arch: Text = "auto"
     layers: OptInt1 = None
     heads: OptInt1 = None
+    kv_heads: OptInt1 = None  # fewer key/value heads than query heads (GQA); null: as many
     d_head: OptInt1 = None
     revision_scheme: Scheme = "step"
-    tokens_per_step: OptInt1 = None
+    tokens_per_step: TokensPerStep = None
+    tokens_per_checkpoint: OptInt1 = None  # ckpt_<i> names: an index, the tokens per saved checkpoint
+    stage_steps: StageSteps = "restart"  # later stages restart the step count (OLMo-2/3) or continue it (SmolLM3)
+    stage_tokens: StageTokens = None  # the tokens of each stage, where the revisions cannot tell its end
     schedule: Mapping = None
+    main: MainKind = None  # the hub's main: end (of pretraining), annealed (off the trajectory), no-weights
     main_step: OptInt0 = None
     dtype: Dtype
     bos_id: OptInt0 = None
@@ -137,6 +159,7 @@ class Model(BaseModel):
     tokenizer: OptText = None  # a tokenizer for the sink probe's text, where the checkpoint ships none
     family: OptText = None  # models that differ only in seed share a family: the report groups them
     seed: int | str | None = None  # this model's training seed within its family
+    run_names: RunNames = None  # a suite that names each seed's run (CRFM: seed 21 is alias-gpt2-small-x21)
 
 
 class Revisions(BaseModel):
@@ -529,6 +552,10 @@ def check_model(model: dict) -> None:
     from harness.capture.arch import ARCHS
 
     _check_model("model", Model, model)
+    runs = model.get("run_names")
+    if runs and f"seed{model.get('seed')}" not in runs:
+        _fail("model.seed", model.get("seed"), "must be one of " + ", ".join(str(k).removeprefix("seed") for k in runs)
+              + f" (the runs of {model.get('family') or model.get('name')})")
     if model.get("arch", "auto") not in ("auto", *ARCHS):
         _fail("model.arch", model["arch"], f"must be one of auto, {', '.join(ARCHS)}")
     check_ranges("model", model)

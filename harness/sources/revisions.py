@@ -143,7 +143,7 @@ def cached_refs(repo: str, cache: Path) -> list[str]:
     return [str(p.relative_to(refs)) for p in refs.rglob("*") if p.is_file() and not p.name.startswith(".")]
 
 
-def _saved_refs(repo: str, cache: Path) -> dict | None:
+def saved_refs(repo: str, cache: Path) -> dict | None:
     f = repo_folder(repo, cache) / _REFS_FILE
     try:
         return json.loads(f.read_text())
@@ -199,7 +199,7 @@ def available(model_cfg, *, cache_dir=None) -> list[Revision]:
         cache = Path(cache_dir or hub_cache())
         refs = None if local_only(model_cfg) else _fetch_refs(model_cfg, cache)
         if refs is None:
-            refs = _saved_refs(model_cfg.repo, cache)  # the full list from an earlier online run
+            refs = saved_refs(model_cfg.repo, cache)  # the full list from an earlier online run
         if refs is not None:
             names = sorted(set(refs) | set(cached_refs(model_cfg.repo, cache)))
         else:
