@@ -22,6 +22,33 @@ EXPECTED = {
     "gpt_neox": ("GPTNeoXForCausalLM", "GPTNeoXLayer", "GPTNeoXAttention", "gpt_neox.layers", "attention.dense"),
     "olmo": ("OlmoForCausalLM", "OlmoDecoderLayer", "OlmoAttention", "model.layers", "self_attn.o_proj"),
     "olmoe": ("OlmoeForCausalLM", "OlmoeDecoderLayer", "OlmoeAttention", "model.layers", "self_attn.o_proj"),
+    # from each family's models/<family>/modeling_<family>.py in transformers 5.25
+    "llama": ("LlamaForCausalLM", "LlamaDecoderLayer", "LlamaAttention", "model.layers", "self_attn.o_proj"),
+    "mistral": ("MistralForCausalLM", "MistralDecoderLayer", "MistralAttention", "model.layers", "self_attn.o_proj"),
+    "qwen2": ("Qwen2ForCausalLM", "Qwen2DecoderLayer", "Qwen2Attention", "model.layers", "self_attn.o_proj"),
+    "qwen3": ("Qwen3ForCausalLM", "Qwen3DecoderLayer", "Qwen3Attention", "model.layers", "self_attn.o_proj"),
+    "olmo2": ("Olmo2ForCausalLM", "Olmo2DecoderLayer", "Olmo2Attention", "model.layers", "self_attn.o_proj"),
+    "olmo3": ("Olmo3ForCausalLM", "Olmo3DecoderLayer", "Olmo3Attention", "model.layers", "self_attn.o_proj"),
+    "phi3": ("Phi3ForCausalLM", "Phi3DecoderLayer", "Phi3Attention", "model.layers", "self_attn.o_proj"),
+    "gemma": ("GemmaForCausalLM", "GemmaDecoderLayer", "GemmaAttention", "model.layers", "self_attn.o_proj"),
+    "gemma2": ("Gemma2ForCausalLM", "Gemma2DecoderLayer", "Gemma2Attention", "model.layers", "self_attn.o_proj"),
+    "gemma3_text": ("Gemma3ForCausalLM", "Gemma3DecoderLayer", "Gemma3Attention", "model.layers", "self_attn.o_proj"),
+    "gemma3": ("Gemma3ForConditionalGeneration", "Gemma3DecoderLayer", "Gemma3Attention", "model.language_model.layers",
+               "self_attn.o_proj"),
+    "smollm3": ("SmolLM3ForCausalLM", "SmolLM3DecoderLayer", "SmolLM3Attention", "model.layers", "self_attn.o_proj"),
+    "starcoder2": ("Starcoder2ForCausalLM", "Starcoder2DecoderLayer", "Starcoder2Attention", "model.layers",
+                   "self_attn.o_proj"),
+    "gpt2": ("GPT2LMHeadModel", "GPT2Block", "GPT2Attention", "transformer.h", "attn.c_proj"),
+    "falcon": ("FalconForCausalLM", "FalconDecoderLayer", "FalconAttention", "transformer.h", "self_attention.dense"),
+}
+# The tiny configs of tests/test_architectures.py, their head layouts written out: (layers, heads, d_head, k/v heads)
+# and the output projection's class.
+NEW_LAYOUTS = {
+    "llama": (3, 4, 24, 2, "Linear"), "mistral": (3, 4, 16, 2, "Linear"), "qwen2": (3, 4, 16, 1, "Linear"),
+    "qwen3": (3, 4, 32, 2, "Linear"), "olmo2": (3, 4, 16, 2, "Linear"), "olmo3": (3, 4, 16, 2, "Linear"),
+    "phi3": (3, 4, 16, 2, "Linear"), "gemma": (3, 4, 32, 1, "Linear"), "gemma2": (3, 4, 32, 2, "Linear"),
+    "gemma3_text": (3, 4, 32, 2, "Linear"), "gemma3": (3, 4, 32, 2, "Linear"), "smollm3": (4, 4, 16, 2, "Linear"),
+    "starcoder2": (3, 4, 16, 2, "Linear"), "gpt2": (3, 4, 16, 4, "Conv1D"), "falcon": (3, 4, 16, 1, "Linear"),
 }
 
 # The published checkpoints' attention shapes (their config.json: hidden_size / num_attention_heads).
@@ -145,8 +172,34 @@ def test_real_shapes(name):
     assert cap.z[-1].shape == (2, 2, heads, d_head)
 
 
+@pytest.mark.parametrize("kind", list(NEW_LAYOUTS))
+def test_new_rows_found_by_walking_the_model(kind):
+    from test_architectures import config, tiny
+
+    model = tiny(kind, seed=0)
+    lm_class, layer_class, attn_class, layers_path, proj_path = EXPECTED[kind]
+    L, H, d, kv, proj_class = NEW_LAYOUTS[kind]
+    assert type(model).__name__ == lm_class and arch_of(model.config).model_type == kind
+    modules = dict(model.named_modules())
+    layer_names = [name for name, m in modules.items() if type(m).__name__ == layer_class]
+    assert layer_names == [f"{layers_path}.{i}" for i in range(L)]
+    assert blocks(model) is modules[layers_path]
+    attn_names = [name for name, m in modules.items() if type(m).__name__ == attn_class]
+    assert attention_modules(model) == [modules[n] for n in attn_names]
+    proj = out_projections(model)
+    assert proj == [modules[f"{layers_path}.{i}.{proj_path}"] for i in range(L)]
+    assert all(isinstance(p, torch.nn.Linear) if proj_class == "Linear" else type(p).__name__ == proj_class
+               for p in proj)  # falcon's FalconLinear is an nn.Linear
+    # its input is the per-head output z: H x d wide (Conv1D stores its weight as (in, out))
+    assert all((p.weight.shape[0] if proj_class == "Conv1D" else p.in_features) == H * d for p in proj)
+    layout = head_layout(model.config)
+    assert (layout.n_layers, layout.n_heads, layout.d_head, layout.n_kv_heads) == (L, H, d, kv)
+    # the same layout from config.json's fields, as check_context reads them before any weights
+    assert head_layout(config(kind).to_dict()) == layout
+
+
 def test_unsupported_architecture_is_named():
     from harness.capture.arch import ArchError
 
-    with pytest.raises(ArchError, match="llama.*supported: gpt_neox, olmo, olmoe"):
-        arch_of("llama")
+    with pytest.raises(ArchError, match="'bloom' is not supported: ALiBi.*supported: gpt_neox, olmo, olmoe, llama"):
+        arch_of("bloom")

@@ -1,8 +1,10 @@
 """Capture engine: serve exactly what probes need from one forward pass, never a T x T map.
 
-A custom attention function (registered with transformers' AttentionInterface, so GPT-NeoX,
-OLMo and OLMoE all route through it) computes each layer's output with SDPA, then, from the
-q and k it was handed (already past rotary, QK-norm and clip_qkv), the requested statistics:
+A custom attention function (registered with transformers' AttentionInterface, so every family in
+harness/capture/arch.py routes through it) computes each layer's output with SDPA (or, where SDPA cannot
+compute what the model does, the model's own eager function), then, from the q and k it was handed
+(already past rotary, QK-norm and clip_qkv) and the mask (causal, padding, sliding window, ALiBi), the
+requested statistics:
 
 - attention rows for chosen query positions: (B, L, H, T)
 - reductions over a range of queries, computed chunk by chunk: the mean attention along an
@@ -13,6 +15,7 @@ q and k it was handed (already past rotary, QK-norm and clip_qkv), the requested
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -20,7 +23,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from harness.capture.arch import head_layout
+from harness.capture.arch import final_logits, head_layout
 
 ATTN_IMPL = "ct_capture"
 CHUNK_BYTES = 64 * 2**20  # working set of one chunk of full-query reductions
@@ -80,7 +83,7 @@ class _Recorder:
         self.real = real  # (B, T) bool: real tokens (the attention_mask), None without padding
         self.per_layer: list[dict] = [dict() for _ in range(n_layers)]
 
-    def layer(self, idx, query, key, mask, scaling, out):
+    def layer(self, idx, query, key, mask, scaling, out, softcap=None):
         if idx in self.ablate:  # zero those heads' slice of the output-projection input
             out = out.clone()
             out[:, :, list(self.ablate[idx])] = 0
@@ -91,10 +94,10 @@ class _Recorder:
             q, k = query.float(), key.float()
             if n.rows:
                 qpos = torch.tensor([_pos(p, self.T, 0) for p in sorted(n.rows)], device=q.device)
-                probs = _probs(q[:, :, qpos], k, qpos, mask, scaling)
+                probs = _probs(q[:, :, qpos], k, qpos, mask, scaling, softcap)
                 rec["rows"] = {p: probs[:, :, i] for i, p in enumerate(sorted(n.rows))}
             if n.reductions:
-                rec["reductions"] = _reduce(q, k, mask, scaling, n.reductions, self.T, self.real)
+                rec["reductions"] = _reduce(q, k, mask, scaling, n.reductions, self.T, self.real, softcap)
         if n.z:
             # A copy: a view would keep the layer's whole (B, T, H, d) output alive until the pass ends.
             rec["z"] = {p: out[:, _pos(p, self.T, 0)].clone() for p in n.z}
@@ -111,9 +114,11 @@ class _Recorder:
 _ACTIVE: _Recorder | None = None
 
 
-def _scores(q, k, qpos, mask, scaling):
-    """Masked scores in float32, exactly as eager attention builds them."""
+def _scores(q, k, qpos, mask, scaling, softcap=None):
+    """Masked scores in float32, exactly as eager attention builds them (softcapped before the mask)."""
     s = (q @ k.transpose(-1, -2)) * scaling
+    if softcap is not None:
+        s = torch.tanh(s / softcap) * softcap
     keys = torch.arange(k.shape[-2], device=k.device)
     s = s.masked_fill(keys[None, :] > qpos[:, None], torch.finfo(s.dtype).min)
     if mask is not None:
@@ -122,11 +127,11 @@ def _scores(q, k, qpos, mask, scaling):
     return s
 
 
-def _probs(q, k, qpos, mask, scaling):
-    return torch.softmax(_scores(q, k, qpos, mask, scaling), dim=-1)
+def _probs(q, k, qpos, mask, scaling, softcap=None):
+    return torch.softmax(_scores(q, k, qpos, mask, scaling, softcap), dim=-1)
 
 
-def _reduce(q, k, mask, scaling, reductions, T, real=None):
+def _reduce(q, k, mask, scaling, reductions, T, real=None, softcap=None):
     B, H = q.shape[:2]
     spans = {r: (_pos(r.lo, T, 0), _pos(r.hi, T, T)) for r in reductions}
     lo, hi = min(a for a, _ in spans.values()), max(b for _, b in spans.values())
@@ -136,7 +141,7 @@ def _reduce(q, k, mask, scaling, reductions, T, real=None):
     chunk = max(1, CHUNK_BYTES // (4 * B * H * T))
     for c0 in range(lo, hi, chunk):
         qpos = torch.arange(c0, min(c0 + chunk, hi), device=q.device)
-        p = _probs(q[:, :, qpos], k, qpos, mask, scaling)  # (B, H, C, T)
+        p = _probs(q[:, :, qpos], k, qpos, mask, scaling, softcap)  # (B, H, C, T)
         for r, (a, b) in spans.items():
             sel = ((qpos >= a) & (qpos < b))[None].expand(B, -1)  # (B, C)
             if r.kind == "diag":
@@ -159,12 +164,30 @@ def _reduce(q, k, mask, scaling, reductions, T, real=None):
     return {r: sums[r] / counts[r].clamp(min=1)[:, None] for r in reductions}
 
 
+def _eager_output(module, query, key, value, mask, scaling, dropout, **kwargs):
+    """The layer output from the model's own eager function (what eager attention computes), for what SDPA cannot
+    do (gemma2's softcap). That function adds its mask: ours is boolean, or None where causal is all there is."""
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    T, S = query.shape[-2], key.shape[-2]
+    if mask is None:
+        mask = torch.ones(T, S, dtype=torch.bool, device=query.device).tril(S - T)[None, None]
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+            ~mask, torch.finfo(query.dtype).min)
+    return eager(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)[0]
+
+
 def capture_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Drop-in for transformers' sdpa attention that also feeds the active recorder."""
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    softcap = kwargs.get("softcap")
+    if softcap is None:
+        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                        **kwargs)
+    else:  # transformers' SDPA function refuses a softcap
+        out = _eager_output(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     if _ACTIVE is not None:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        out = _ACTIVE.layer(module.layer_idx, query, key, attention_mask, scale, out)
+        out = _ACTIVE.layer(module.layer_idx, query, key, attention_mask, scale, out, softcap)
     return out, None
 
 
@@ -202,7 +225,7 @@ class Engine:
         if needs.logits:
             head = self.model.get_output_embeddings()
             pos = sorted(needs.logits)
-            logits = head(hidden[:, [_pos(p, T, 0) for p in pos]]).float()
+            logits = final_logits(self.model, head(hidden[:, [_pos(p, T, 0) for p in pos]])).float()
             cap.logits = {p: logits[:, i] for i, p in enumerate(pos)}
         # A probe would turn inf/NaN into plausible-looking numbers (a NaN compares False against every
         # threshold): the loop refuses such a forward pass instead.

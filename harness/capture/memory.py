@@ -14,7 +14,7 @@ import os
 import torch
 
 from harness.capture import engine as _engine
-from harness.capture.arch import head_layout
+from harness.capture.arch import head_layout, text_config
 from harness.capture.engine import Needs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -94,6 +94,7 @@ def fixed_bytes(needs: Needs) -> int:
 def per_sequence_bytes(config, seq_len: int, needs: Needs, dtype_bytes: int) -> int:
     """Peak bytes one sequence adds to a forward pass through the engine (weights excluded)."""
     T, b = seq_len, dtype_bytes
+    config = text_config(config)  # a multimodal wrapper: its language model's sizes
     lay = head_layout(config)
     L, H, dh, kv = lay.n_layers, lay.n_heads, lay.d_head, lay.n_kv_heads
     d = config.hidden_size
