@@ -194,3 +194,39 @@ def test_analyze_entry_point(tmp_path):
     assert proc.stderr.strip().endswith(": exp)")
     proc = run("experiment_name=exp", "models=[step,other]")
     assert proc.returncode == 2 and "other" in proc.stderr and "step" in proc.stderr
+
+
+def test_results_reused_from_before_families_are_relabelled(tmp_path):
+    """A store written without family/seed (an older run): the job that completes the grid labels it, the heads
+    and their recorded sha256 untouched, and the findings carry the labels."""
+    model = tmp_path / "m"
+    step_model(model)
+    assert analyze_model(model)["family"] is None
+    folders = sorted(p.parent for p in model.glob("*/summary.json"))
+    assert len(store.record_labels(folders, family="fam", seed=3)) == len(folders)
+    assert store.record_labels(folders, family="fam", seed=3) == []  # already labelled: nothing rewritten
+    assert all(store.summary(f) is not None for f in folders)  # still complete: heads.parquet is the one named
+    f = analyze_model(model)
+    assert (f["family"], f["seed"]) == ("fam", 3)
+
+
+def test_family_spread_over_seeds_that_reach_a_milestone():
+    """Median and range over the seeds that reach each milestone; ints before named seeds; one seed: no family."""
+    from harness.analysis.families import group, summarize
+
+    def seed(s, step, lag=None):
+        at = step and {"revision": f"step{step}", "step": step, "tokens": step * 10}
+        return {"family": "f", "seed": s, "milestones": {"induction_3": at, "bos_50": None}, "lag": lag,
+                "tokens": [0, 10, 20, 40], "steps": [0, 1, 2, 4], "bos_fraction": [0, s if s != "x" else 9, 0, 1],
+                "n_induction": [0, 1, 2, 3], "induction_max": [1.0, 2.0, 3.0, 4.0]}
+
+    found = {"a": seed(10, 4, 2.0), "b": seed("x", None), "c": seed(2, 1, 6.0), "d": seed(1, 2), "lone": {}}
+    assert group(found) == {"f": ["d", "c", "a", "b"]}
+    fam = summarize("f", {m: found[m] for m in group(found)["f"]})
+    m = fam["milestones"]["induction_3"]
+    assert (m["n_reached"], m["n_seeds"]) == (3, 4)
+    assert m["steps"] == {"median": 2, "min": 1, "max": 4, "n": 3} and m["tokens"]["median"] == 20
+    assert fam["milestones"]["bos_50"]["steps"] is None and fam["lag"] == {"median": 4.0, "min": 2.0, "max": 6.0, "n": 2}
+    assert fam["series"]["at"] == [0, 10, 20, 40]
+    assert fam["series"]["bos_fraction"] == {"median": [0, 5.5, 0, 1], "min": [0, 1, 0, 1], "max": [0, 10, 0, 1]}
+    assert group({"a": seed(1, 1)}) == {}

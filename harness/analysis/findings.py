@@ -71,8 +71,9 @@ def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
         for cls, layer, head, i in R.head_events({c: cube(c) for c in thresholds}, thresholds)
     ], columns=["class", "layer", "head", "name", "revision", "step", "tokens"])
     findings = {
-        "model": model_dir.name, "revisions": names, "steps": [r.step for r in revs], "tokens": tokens,
-        "skipped": skipped, "n_layers": L, "n_heads": H,
+        "model": model_dir.name, "family": t.family, "seed": t.seed,  # seeds of one family: analysis.families
+        "revisions": names, "steps": [r.step for r in revs], "tokens": tokens, "skipped": skipped, "n_layers": L,
+        "n_heads": H,
         "bos_fraction": bos_fraction, "n_induction": n_induction, "induction_max": np.nanmax(ind, (1, 2)).tolist(),
         "bos_layer_counts": bos.sum(axis=2).tolist(),
         "milestones": {k: at(i) for k, i in miles.items()},

@@ -29,6 +29,8 @@ class Trajectory:
     skipped: list[str]
     signals: dict[str, str]
     thresholds: dict[str, float]
+    family: str | None = None  # models of one family that differ in seed are grouped (analysis.families)
+    seed: int | str | None = None
 
 
 @dataclass
@@ -78,6 +80,17 @@ def declared(revs: list[Revision], model_dir: Path) -> tuple[dict, dict]:
     return signals, thresholds
 
 
+def labels(revs: list[Revision]) -> tuple:
+    """(family, seed) as the revisions' provenance records them; the last revision's where they differ (a
+    result probed under an older preset, relabelled by the next job that completes the grid)."""
+    found = (None, None)
+    for r in revs:
+        prov = json.loads((r.folder / "summary.json").read_text()).get("provenance", {})
+        if prov.get("family") is not None:
+            found = (prov["family"], prov.get("seed"))
+    return found
+
+
 def trajectory(model_dir: Path) -> Trajectory:
     """Frame with revision, step, tokens, layer, head + every metric column; revisions in order; skipped;
     the declared signals and thresholds."""
@@ -93,4 +106,4 @@ def trajectory(model_dir: Path) -> Trajectory:
     first = ["revision", "step", "tokens", "layer", "head"]
     df = df[first + [c for c in df.columns if c not in first]]
     df["tokens"] = df["tokens"].astype("Int64")  # nullable: local checkpoints may lack token counts
-    return Trajectory(df, revs, skipped, *declared(revs, model_dir))
+    return Trajectory(df, revs, skipped, *declared(revs, model_dir), *labels(revs))

@@ -94,6 +94,46 @@ def trajectories(models: dict, axis: Axis) -> go.Figure:
     return fig
 
 
+def _fill(hex_color: str, alpha: float = 0.25) -> str:
+    r, g, b = (int(hex_color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def seed_bands(families: dict[str, dict]) -> go.Figure:
+    """The headline series of each family of seeds: the median over its seeds as a line, the min-max range as a
+    shaded band, on the revisions all its seeds have (`harness.analysis.families`)."""
+    first = next(iter(families.values()))
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[label(key, first) for key, _, _ in SERIES])
+    positive = [x for fam in families.values() for x in fam["series"]["at"] if x]
+    zero = min(positive) / 2 if positive else 0.5  # step 0 on the log axis, as Axis does
+    for i, (family, fam) in enumerate(families.items()):
+        band = fam["series"]
+        x = [v if v > 0 else zero for v in band["at"]]
+        when = [f"{tokens_str(v)} tokens" if band["x"] == "tokens" else f"step {v}" for v in band["at"]]
+        name = f"{family} ({fam['n_seeds']} seeds)"
+        for row, (key, _, _) in enumerate(SERIES, start=1):
+            s = band[key]
+            fig.add_trace(go.Scatter(x=x, y=s["max"], mode="lines", line={"width": 0}, legendgroup=family,
+                                     showlegend=False, hoverinfo="skip", name=f"{family} max"), row=row, col=1)
+            fig.add_trace(go.Scatter(x=x, y=s["min"], mode="lines", line={"width": 0}, fill="tonexty",
+                                     fillcolor=_fill(color(i)), legendgroup=family, showlegend=False,
+                                     hoverinfo="skip", name=f"{family} min-max"), row=row, col=1)
+            fig.add_trace(go.Scatter(
+                x=x, y=s["median"], mode="lines+markers", name=name, legendgroup=family, showlegend=row == 1,
+                line={"color": color(i)}, customdata=list(zip(when, s["min"], s["max"])),
+                hovertemplate=(f"<b>{family}</b><br>%{{customdata[0]}}<br>median %{{y:.3g}} "
+                               "(range %{customdata[1]:.3g} - %{customdata[2]:.3g})<extra></extra>")), row=row, col=1)
+    fig.add_hline(y=first["thresholds"]["induction"], line={"dash": "dot", "color": "grey"}, row=3, col=1)
+    fig.update_xaxes(type="log")
+    fig.update_xaxes(title_text="training tokens (log)" if first["series"]["x"] == "tokens" else "training step (log)",
+                     row=3, col=1)
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(type="log", row=3, col=1)
+    fig.update_layout(height=820, margin={"t": 40}, hovermode="closest", legend={"title": "family (median)"})
+    return fig
+
+
 def bos_layers(name: str, f: dict, traj: pd.DataFrame) -> go.Figure:
     """F1: BOS-classified heads per layer (rows) and revision (columns); hover names the heads."""
     counts = np.asarray(f["bos_layer_counts"], dtype=float).T  # layers x revisions

@@ -1,7 +1,8 @@
 """The cross-model report as ONE self-contained HTML file: opens from disk, no network, no server.
 
 plotly.js is inlined once (the first figure); later figures reuse it. Sections (their ids are stable; tests and
-readers link to them): findings, trajectories, milestones, bos-layers, early-screen, pr.
+readers link to them): findings, trajectories, milestones, seeds (only where the experiment holds a family of
+seeds), bos-layers, early-screen, pr.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ SECTIONS = {
     "findings": "Findings in words",
     "trajectories": "Trajectories against training tokens",
     "milestones": "Milestones and lags",
+    "seeds": "Seeds side by side: median and range over each family's seeds",
     "bos-layers": "BOS-classified heads per layer (F1)",
     "early-screen": "Early screen: recall of the final induction circuit (F4)",
     "pr": "PR vs induction selectivity of the final circuit's heads (F5)",
@@ -59,8 +61,10 @@ def note(text: str) -> str:
     return f'<p class="note">{escape(text)}</p>'
 
 
-def build_html(models: dict[str, tuple[dict, pd.DataFrame]], title: str) -> str:
-    """`models`: model name -> (findings, trajectory frame), as `harness.analysis.load_findings` gives them."""
+def build_html(models: dict[str, tuple[dict, pd.DataFrame]], title: str,
+               families: dict[str, dict] | None = None) -> str:
+    """`models`: model name -> (findings, trajectory frame), as `harness.analysis.load_findings` gives them;
+    `families`: family -> its findings over its seeds (`harness.analysis.analyze_families`), if any."""
     if not models:
         raise ValueError("build_html: no model to report")
     fig = _Figures()
@@ -77,6 +81,12 @@ def build_html(models: dict[str, tuple[dict, pd.DataFrame]], title: str) -> str:
                              + fig(figures.trajectories(models, axis), "trajectories"))
     parts["milestones"] = (note("First revision reaching each milestone (tokens, revision); lag = tokens at bos_50 / "
                                 "tokens at induction_3.") + table_html(*tables.milestone_table(findings), "milestone-table"))
+    if families:
+        parts["seeds"] = (
+            note("Models of one family that differ only in seed. Median and range (min - max) over the seeds that "
+                 "reach each milestone; the last column says how many do. Below: the median over the seeds as a "
+                 "line, their range shaded, on the revisions every seed has.")
+            + table_html(*tables.family_table(families), "family-milestones") + fig(figures.seed_bands(families), "seeds"))
     parts["bos-layers"] = "".join(fig(figures.bos_layers(name, f, traj), f"bos-layers-{i}")
                                   for i, (name, (f, traj)) in enumerate(models.items()))
     recall_fig, recall_notes = figures.recall(models, axis)
@@ -91,8 +101,9 @@ def build_html(models: dict[str, tuple[dict, pd.DataFrame]], title: str) -> str:
     parts["pr"] = "".join(pr)
 
     rules = next(iter(findings.values())).get("rules", {})
-    nav = "".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in SECTIONS.items())
-    body = "".join(f'<section id="{k}"><h2>{escape(SECTIONS[k])}</h2>{parts[k]}</section>' for k in SECTIONS)
+    nav = "".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in SECTIONS.items() if k in parts)
+    body = "".join(f'<section id="{k}"><h2>{escape(SECTIONS[k])}</h2>{parts[k]}</section>' for k in SECTIONS
+                   if k in parts)
     meta = note(f"Models: {', '.join(models)}. Rules: " + ", ".join(f"{k}={v}" for k, v in rules.items()))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>{meta}<nav>{nav}</nav>{body}</body></html>\n")

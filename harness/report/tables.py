@@ -1,7 +1,7 @@
 """The report's tables as plain rows of strings: the HTML page and the W&B report render the same rows."""
 from __future__ import annotations
 
-from harness.analysis.words import at_str, lag_str, shape_str
+from harness.analysis.words import at_str, lag_str, shape_str, tokens_str
 
 
 def milestone_table(models: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
@@ -12,6 +12,33 @@ def milestone_table(models: dict[str, dict]) -> tuple[list[str], list[list[str]]
     header = ["model", *keys, "lag (bos_50 / induction_3)"]
     rows = [[name, *(at_str(f["milestones"].get(k)) for k in keys), lag_str(f.get("lag"))]
             for name, f in models.items()]
+    return header, rows
+
+
+def _number(v) -> str:
+    """A step or a median of steps: 143000, 6.5 (a median of two)."""
+    return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+
+
+def family_table(families: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """One row per family and milestone (and the lag): median and range over the seeds that reach it, in tokens
+    and steps, and how many of the family's seeds do."""
+    header = ["family", "milestone", "median (tokens)", "range (tokens)", "median (step)", "range (step)",
+              "seeds reaching it"]
+    rows = []
+    for family, fam in families.items():
+        for key, m in fam["milestones"].items():
+            tok, step = m["tokens"], m["steps"]
+            unknown = "never" if step is None else "?"  # reached, but some seed's tokens are not known
+            rows.append([family, key, tokens_str(tok["median"]) if tok else unknown,
+                         f"{tokens_str(tok['min'])} - {tokens_str(tok['max'])}" if tok else "-",
+                         _number(step["median"]) if step else "never",
+                         f"{_number(step['min'])} - {_number(step['max'])}" if step else "-",
+                         f"{m['n_reached']} of {m['n_seeds']}"])
+        lag = fam.get("lag")
+        rows.append([family, "lag (bos_50 / induction_3)", lag_str(lag and lag["median"]),
+                     f"{lag_str(lag['min'])} - {lag_str(lag['max'])}" if lag else "-", "-", "-",
+                     f"{lag['n'] if lag else 0} of {fam['n_seeds']}"])
     return header, rows
 
 

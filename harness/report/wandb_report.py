@@ -36,8 +36,10 @@ def available() -> bool:
     return True
 
 
-def build(models: dict[str, dict], experiment: str, *, project: str, entity: str = "", online: bool = False):
-    """A `wr.Report` over the runs of W&B group `experiment`; `models`: name -> findings.
+def build(models: dict[str, dict], experiment: str, *, project: str, entity: str = "", online: bool = False,
+          families: dict[str, dict] | None = None):
+    """A `wr.Report` over the runs of W&B group `experiment`; `models`: name -> findings; `families`: family ->
+    its findings over its seeds (`harness.analysis.analyze_families`), shown side by side where there are any.
 
     Offline the run sets name no entity/project: wandb-workspaces resolves a named project's id on the server
     while serialising, so only the online build names them.
@@ -55,6 +57,15 @@ def build(models: dict[str, dict], experiment: str, *, project: str, entity: str
 
     lines = [wr.LinePlot(title=title, x="tokens", y=[key], log_x=True, log_y=log_y, title_x="training tokens",
                          layout=wr.Layout(w=8, h=8)) for key, title, log_y in history(models)]
+    seeds = []
+    if families:  # the same band as the HTML page: runs grouped by their config's model.family, median, min-max
+        bands = [wr.LinePlot(title=f"{title}: median and range over seeds", x="tokens", y=[key], log_x=True,
+                             log_y=log_y, title_x="training tokens", groupby=wr.Config("model.family"),
+                             groupby_aggfunc="median", groupby_rangefunc="minmax", layout=wr.Layout(w=8, h=8))
+                 for key, title, log_y in history(models)]
+        seeds = [wr.H2(text="Seeds side by side"),
+                 wr.MarkdownBlock(text=tables.markdown(*tables.family_table(families))),
+                 wr.PanelGrid(runsets=[runset()], panels=bands)]
     summary = "\n".join(f"- {s}" for f in models.values() for s in f.get("summary", []))
     blocks = [
         wr.P(text=f"Experiment {experiment}: {', '.join(models)}. One run per model (W&B group {experiment})."),
@@ -65,6 +76,7 @@ def build(models: dict[str, dict], experiment: str, *, project: str, entity: str
         wr.PanelGrid(runsets=[runset()], panels=lines),
         wr.H2(text="Milestones and lags"),
         wr.MarkdownBlock(text=tables.markdown(*tables.milestone_table(models))),
+        *seeds,
         wr.H2(text="BOS-classified heads per layer (F1)"),
         wr.PanelGrid(runsets=[runset()], panels=[
             wr.MediaBrowser(title="BOS heads per layer x revision", media_keys=[run_findings.BOS_LAYERS],
@@ -84,17 +96,18 @@ def spec(report) -> dict:
 
 
 def publish(models: dict[str, dict], experiment: str, out: Path, *, project: str, entity: str | None,
-            mode: str) -> str:
+            mode: str, families: dict[str, dict] | None = None) -> str:
     """Write `out` (the spec, built offline) and, when `mode` (harness.tracking.tracker.wandb_mode) is "online", save the
     report; returns a line saying where it is."""
     if not available():
         return "not built (wandb-workspaces is not installed: pip install wandb-workspaces)"
-    out.write_text(json.dumps(spec(build(models, experiment, project=project, entity=entity or "")), indent=1))
+    out.write_text(json.dumps(spec(build(models, experiment, project=project, entity=entity or "", families=families)),
+                              indent=1))
     if mode != "online":
         why = "W&B disabled: not saved" if mode == "disabled" else "offline: saved when W&B is online"
         return f"{out} ({why})"
     try:
-        report = build(models, experiment, project=project, entity=entity or "", online=True)
+        report = build(models, experiment, project=project, entity=entity or "", online=True, families=families)
         return report.save().url
     except Exception as e:  # the HTML report and the JSON are written; a failed upload is not fatal
         log.warning("W&B report not saved (%s: %s)", type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")

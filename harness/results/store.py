@@ -166,3 +166,18 @@ def record_duplicates(folders: list[Path]) -> list[str]:
                 _write_summary(folder, s)  # heads.parquet and its sha256 stay as they are
                 changed.append(name)
     return changed
+
+
+def record_labels(folders: list[Path], **labels) -> list[str]:
+    """Set provenance labels that are no part of the reuse key (the model's family and seed) over a grid, so
+    that a result reused from an earlier run carries the current config's; returns the revisions rewritten."""
+    changed = []
+    for folder in folders:
+        with locked(folder):
+            s = summary(folder)
+            if s is None or all(s["provenance"].get(k) == v for k, v in labels.items()):
+                continue
+            s["provenance"].update(labels)
+            _write_summary(folder, s)  # heads.parquet and its sha256 stay as they are
+            changed.append(s["provenance"].get("revision") or folder.name)
+    return changed

@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness import analysis
+from harness.analysis import families
 from harness.capture import loader
 from harness.capture.arch import head_layout
 from harness.capture.batches import VERSION as BATCH_VERSION
@@ -136,6 +137,8 @@ def run(cfg: DictConfig) -> dict:
             print(f"W&B run: {tracker.url_or_path}")
             return outputs
         store.record_duplicates([folder(r.name) for r in full])  # across shards: weights equal to an earlier revision
+        # Results reused from before the model had a family (or another one) get this config's labels.
+        store.record_labels([folder(r.name) for r in full], family=model_cfg.get("family"), seed=model_cfg.get("seed"))
         findings = analyze(model_dir, cfg.analysis)
         if findings:
             plot = png.trajectory(model_dir, findings)  # the analysis has read the store once already
@@ -144,6 +147,7 @@ def run(cfg: DictConfig) -> dict:
             tracker.log_findings(findings, analysis.load_findings(model_dir)[1])
             print("\n".join(findings["summary"]))
             print(f"findings: {model_dir / 'findings.json'}")
+            family(model_dir.parent, model_dir.name)
         print(f"W&B run: {tracker.url_or_path}")
         return outputs
     finally:
@@ -174,6 +178,15 @@ def analyze(model_dir, rules_cfg) -> dict | None:
         return None
 
 
+def family(experiment_dir, model: str) -> None:
+    """The model's family over the seeds analysed so far (the last job of a multirun over seeds sees them all)."""
+    fam = families.family_of(experiment_dir, model)
+    if fam:
+        png.family(experiment_dir, fam)
+        print(f"family:  {experiment_dir / families.FOLDER / families.file_name(fam['family'])} "
+              f"({fam['n_seeds']} seeds)")
+
+
 def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
     model = loader.load(res, cfg.runner.dtype, model_cfg["name"], devices.target_device(cfg.runner.device))
     layout = head_layout(model.config)
@@ -196,7 +209,8 @@ def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
         "scalars": store.flat_scalars(results),
         "info": {f"{name}.{k}": v for name, r in results.items() for k, v in r.info.items()},
         "provenance": {
-            "model": model_cfg["name"], "repo": model_cfg["repo"], "revision": res.name, "step": res.step,
+            "model": model_cfg["name"], "repo": model_cfg["repo"], "family": model_cfg.get("family"),
+            "seed": model_cfg.get("seed"), "revision": res.name, "step": res.step,
             "tokens": res.tokens, "commit": res.commit, "weights_hash": res.weights_hash,
             "dtype": cfg.runner.dtype, "device": cfg.runner.device,
             "layout": vars(layout), "probe_config": probe_cfg, "data": shared.meta,
