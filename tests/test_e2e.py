@@ -97,7 +97,8 @@ def test_local_revisions_to_store_and_wandb(tmp_path, arch):
 
 
 @pytest.mark.parametrize("override,line", [
-    ("model=no-such-model", "error: model=no-such-model: no such option (valid: local, olmo-1b-0724, "),
+    ("model=no-such-model", "error: model=no-such-model: no such option (valid: amber, crfm-gpt2-small, "
+                            "fineweb-edu-ablation, local, olmo-1b-0724, "),
     ("revisions=sometimes", "error: revisions=sometimes: no such option (valid: all, final, list, log, paper)"),
     ("probe=[selectivity,nul_calibration]", "error: probe=nul_calibration: no such option (did you mean "
                                             "null_calibration? valid: ablation, all, "),

@@ -298,8 +298,8 @@ def test_ls_paper_revisions_with_empty_cache(tmp_path, model):
     assert p.returncode == 0, p.stderr
     rows = [line.split() for line in p.stdout.splitlines()[2:]]
     tps = model_cfg(model).tokens_per_step
-    assert [r[0] for r in rows] == PAPER[model].split()
-    assert [(int(r[1]), r[2]) for r in rows] == [(R.parse_step(r[0])[0], human(R.parse_step(r[0])[0] * tps))
+    assert [r[1] for r in rows] == PAPER[model].split()  # columns: order, name, stage, step, tokens
+    assert [(int(r[3]), r[4]) for r in rows] == [(R.parse_step(r[1])[0], human(R.parse_step(r[1])[0] * tps))
                                                   for r in rows]
     assert "known schedule" in p.stderr and p.stderr.count("\n") == 1  # a single warning line
 
