@@ -233,3 +233,28 @@ def test_refused_before_any_download(tmp_path, bloom_hub, revision):
                                "the module, transformers' attention interface is never called (supported: gpt_neox,")
     assert files() == before
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("kind", ["mistral", "gemma2", "olmo3", "falcon"])
+@pytest.mark.parametrize("length", [T, W - 4])  # a window shorter than the sequence, and one longer (no window mask)
+def test_padding_with_windows_and_softcap(kind, length):
+    """Left padding on top of sliding windows / softcapped scores / ALiBi: the last query's row and z equal eager's."""
+    model = tiny(kind, 0)
+    ids = torch.randint(LO, HI, (3, length), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[0, :5], mask[2, :1] = 0, 0
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_attentions=True)
+    zs = []
+    hooks = [p.register_forward_pre_hook(lambda m, a: zs.append(a[0][:, -1])) for p in out_projections(model)]
+    try:
+        with torch.no_grad():
+            model(ids, attention_mask=mask)
+    finally:
+        for h in hooks:
+            h.remove()
+    cap = Engine(model).run(ids, Needs.of(rows=[-1], z=[-1]), attention_mask=mask)
+    want_rows = torch.stack([a[:, :, -1] for a in out.attentions], 1)
+    torch.testing.assert_close(cap.rows[-1], want_rows, rtol=0, atol=TOL)
+    torch.testing.assert_close(cap.z[-1].flatten(2), torch.stack(zs, 1), rtol=0, atol=TOL)
+    assert want_rows[0, ..., :5].abs().max() == 0  # padding gets nothing

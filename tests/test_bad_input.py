@@ -95,7 +95,7 @@ def test_shipped_configs_pass(overrides):
     (["+revisions.min_stp=3"], "revisions.min_stp=3: unknown option; did you mean min_step? (valid: select, n, names, "
                                "min_step, max_step, shard, only)"),
     (["model.tokens_per_step=-5"], "model.tokens_per_step=-5: must be an integer >= 1 or null"),
-    (["model.arch=gpt2"], "model.arch=gpt2: must be one of auto, gpt_neox, olmo, olmoe"),
+    (["model.arch=bloom"], "model.arch=bloom: must be one of auto, gpt_neox, olmo, olmoe, llama"),
     (["model.batch=5"], "model.batch=5: must be a mapping of seq_len, vocab_lo, vocab_hi, bos"),
     (["+model.tokenzer=x"], "model.tokenzer=x: unknown option; did you mean tokenizer? (valid: name, repo, "),
     (["logger.mode=onlin"], "logger.mode=onlin: must be one of auto, online, offline, disabled"),
