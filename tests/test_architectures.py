@@ -118,11 +118,7 @@ def run_local(tmp: Path, ckpts: Path, name: str):
                    "logger=none")
 
 
-# harness/run/job.py reads the vocabulary as model.config.vocab_size, which a wrapper nests under text_config
-WRAPPER = pytest.param("gemma3", marks=pytest.mark.xfail(strict=True, reason="job.py: model.config.vocab_size"))
-
-
-@pytest.mark.parametrize("kind", [WRAPPER if k == "gemma3" else k for k in CASES])
+@pytest.mark.parametrize("kind", list(CASES))
 def test_probed_equal_to_eager(tmp_path, kind):
     models = {f"step{s}": tiny(kind, seed=s) for s in (0, 1)}
     for rev, m in models.items():

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import analysis
 from harness.analysis import families
 from harness.capture import loader
-from harness.capture.arch import head_layout
+from harness.capture.arch import head_layout, text_config
 from harness.capture.batches import VERSION as BATCH_VERSION
 from harness.capture.batches import check_vocab
 from harness.common.errors import HarnessError
@@ -190,7 +190,8 @@ def family(experiment_dir, model: str) -> None:
 def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
     model = loader.load(res, cfg.runner.dtype, model_cfg["name"], devices.target_device(cfg.runner.device))
     layout = head_layout(model.config)
-    check_vocab(shared.meta.get("vocab_lo", 0), shared.meta.get("vocab_hi", 1), model.config.vocab_size, model_cfg["name"])
+    check_vocab(shared.meta.get("vocab_lo", 0), shared.meta.get("vocab_hi", 1), text_config(model.config).vocab_size,
+                model_cfg["name"])  # a multimodal wrapper nests it under text_config
     ctx = Context(layout, shared, model_cfg, res.name)
     groups = loop.group_by_batch(probes, shared, ctx)
     try:
