@@ -110,12 +110,11 @@ def harness(*overrides, env=None):
                           timeout=600)
 
 
-def run_local(tmp: Path, ckpts: Path, name: str):
-    return harness("model=local", f"model.repo={ckpts}", f"model.name={name}", f"model.batch.vocab_lo={LO}",
-                   f"model.batch.vocab_hi={HI}", f"model.batch.seq_len={T}", "model.bos_id=0", f"data.n={N}",
-                   "revisions=all", "probe=[selectivity,participation_ratio]", f"probe.pr.n={N_PR}",
-                   "runner.device=cpu", "runner.progress_bar=false", "runner.dtype=float32", f"paths.root_dir={tmp}",
-                   "logger=none")
+def local_overrides(tmp: Path, ckpts: Path, name: str) -> list[str]:
+    return ["model=local", f"model.repo={ckpts}", f"model.name={name}", f"model.batch.vocab_lo={LO}",
+            f"model.batch.vocab_hi={HI}", f"model.batch.seq_len={T}", "model.bos_id=0", f"data.n={N}",
+            "revisions=all", "probe=[selectivity,participation_ratio]", f"probe.pr.n={N_PR}", "runner.device=cpu",
+            "runner.progress_bar=false", "runner.dtype=float32", f"paths.root_dir={tmp}", "logger=none"]
 
 
 @pytest.mark.parametrize("kind", list(CASES))
@@ -123,7 +122,7 @@ def test_probed_equal_to_eager(tmp_path, kind):
     models = {f"step{s}": tiny(kind, seed=s) for s in (0, 1)}
     for rev, m in models.items():
         m.save_pretrained(tmp_path / "ckpts" / rev)
-    proc = run_local(tmp_path, tmp_path / "ckpts", f"tiny-{kind}")
+    proc = harness(*local_overrides(tmp_path, tmp_path / "ckpts", f"tiny-{kind}"))
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     inp = study_inputs(N, T, LO, HI)
@@ -254,3 +253,16 @@ def test_padding_with_windows_and_softcap(kind, length):
     torch.testing.assert_close(cap.rows[-1], want_rows, rtol=0, atol=TOL)
     torch.testing.assert_close(cap.z[-1].flatten(2), torch.stack(zs, 1), rtol=0, atol=TOL)
     assert want_rows[0, ..., :5].abs().max() == 0  # padding gets nothing
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.batch.vocab_hi=500", "does not fit tiny-gemma3 (vocab size 97)"),
+    ("model.batch.seq_len=600", "longer than tiny-gemma3's context (max_position_embeddings=512)"),
+])
+def test_wrapper_checked_from_its_text_config(tmp_path, override, message):
+    """The wrapper's vocabulary and context, nested under text_config in config.json, are checked before loading."""
+    tiny("gemma3", 0).save_pretrained(tmp_path / "ckpts" / "step0")
+    proc = harness(*local_overrides(tmp_path, tmp_path / "ckpts", "tiny-gemma3"), override)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -674,10 +674,11 @@ def check_context(model_cfg: dict, revision: str, probes: list, batch, probe_cfg
         return
     name = model_cfg.get("name")
     if hf.get("model_type") is not None:
-        arch_of(hf["model_type"])  # one line naming the supported architectures
-    if is_int(hf.get("vocab_size")) and "vocab_lo" in batch.meta:
-        check_vocab(batch.meta["vocab_lo"], batch.meta["vocab_hi"], hf["vocab_size"], name)
-    limit, key = context_length(hf)
+        arch_of(hf["model_type"])  # one line naming the supported architectures, or why this one is refused
+    text = {**hf, **hf["text_config"]} if isinstance(hf.get("text_config"), dict) else hf  # a multimodal wrapper
+    if is_int(text.get("vocab_size")) and "vocab_lo" in batch.meta:
+        check_vocab(batch.meta["vocab_lo"], batch.meta["vocab_hi"], text["vocab_size"], name)
+    limit, key = context_length(text)
     if limit is None:
         return
     where = f"longer than {name}'s context ({key}={limit})"
