@@ -94,7 +94,8 @@ def test_shipped_configs_pass(overrides):
     (["+revisions.min_step=abc"], "revisions.min_step=abc: must be an integer >= 0 or null"),
     (["+revisions.min_stp=3"], "revisions.min_stp=3: unknown option; did you mean min_step? (valid: select, n, names, "
                                "min_step, max_step, shard, only)"),
-    (["model.tokens_per_step=-5"], "model.tokens_per_step=-5: must be an integer >= 1 or null"),
+    (["model.tokens_per_step=-5"], "model.tokens_per_step=-5: must be an integer >= 1, a mapping {stage: tokens per step} "
+                                   "(e.g. {1: 4194304, 2: 2097152}) or null"),
     (["model.arch=bloom"], "model.arch=bloom: must be one of auto, gpt_neox, olmo, olmoe, llama"),
     (["model.batch=5"], "model.batch=5: must be a mapping of seq_len, vocab_lo, vocab_hi, bos"),
     (["+model.tokenzer=x"], "model.tokenzer=x: unknown option; did you mean tokenizer? (valid: name, repo, "),
