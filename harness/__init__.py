@@ -1,3 +1,1 @@
-from harness.common import seeds as _seeds
-
-_seeds.register()  # before any entry point composes conf/: model presets name their seed variants with it
+"""circuit-trajectories: when, during training, do attention circuits form? (README.md; entry points in harness.cli)"""

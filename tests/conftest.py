@@ -34,3 +34,8 @@ def tiny_model(arch: str, seed: int = 0, attn: str = "eager", **kw):
 @pytest.fixture(params=ARCHS)
 def arch(request):
     return request.param
+
+# Tests read model presets with OmegaConf directly (no Hydra): the resolver their seed variants are named with.
+from harness.common import seeds  # noqa: E402
+
+seeds.register()

@@ -48,7 +48,8 @@ def test_one_bar_per_job_over_its_revisions(tmp_path):
 
 
 def test_importing_the_job_changes_nothing_in_the_process():
-    """Lightning's logger levels, the warning filters and transformers' progress bars are the user's: the job sets
+    """Lightning's logger levels, the warning filters, transformers' progress bars and OmegaConf's resolvers are the
+    user's: the job sets
     them only while it loads or runs a checkpoint. Third-party packages are imported first (Lightning sets its own
     logger's level when imported), so only our modules' import is measured."""
     script = textwrap.dedent("""
@@ -58,9 +59,9 @@ def test_importing_the_job_changes_nothing_in_the_process():
         NAMES = ("lightning.pytorch", "lightning.fabric", "lightning")
         def state():
             return ([logging.getLogger(n).level for n in NAMES], list(warnings.filters),
-                    hf_logging.is_progress_bar_enabled())
+                    hf_logging.is_progress_bar_enabled(), omegaconf.OmegaConf.has_resolver("seeded"))
         before = state()
-        import harness.run.job, harness.run.loop, harness.capture.loader  # noqa: F401
+        import harness, harness.api, harness.run.job, harness.run.loop, harness.capture.loader  # noqa: F401
         after = state()
         assert before == after, (before, after)
         print("unchanged", before[0], len(before[1]), before[2])

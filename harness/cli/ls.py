@@ -15,6 +15,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+from harness.common import seeds
 from harness.common.errors import HarnessError
 from harness.common.paths import CONF_DIR
 
@@ -106,6 +107,7 @@ def _checkpoints(m) -> str:
 
 
 def ls_models(_overrides) -> str:
+    seeds.register()  # the presets are read here without Hydra
     rows = []
     for f in sorted((CONF / "model").glob("*.yaml")):
         m = OmegaConf.load(f)

@@ -13,6 +13,7 @@ def seeded(base: str, seed) -> str:
 
 
 def register() -> None:
-    """Make `${seeded:...}` available to every config the harness composes (idempotent)."""
+    """Make `${seeded:...}` available to OmegaConf (idempotent). Called where our config is composed or read (the
+    Hydra plugin, `ls models`), never at import: a library leaves the user's OmegaConf registry as it found it."""
     if not OmegaConf.has_resolver("seeded"):
         OmegaConf.register_new_resolver("seeded", seeded)

@@ -1,4 +1,7 @@
-"""Two changes to Hydra's config store, for our app only (conf/ on the search path):
+"""Three changes to Hydra's config store, for our app only (conf/ on the search path):
+
+`${seeded:<base>,<seed>}`: the resolver model presets name their seed variants with (harness.common.seeds),
+registered here, when our config is composed, rather than when the harness is imported.
 
 `probe=all`: every probe plug-in file in conf/probe/ (a yaml with a `_target_`; presets, which hold a defaults
 list, are not plug-ins), found when the config is composed, so that a new probe is one file plus one yaml.
@@ -23,6 +26,7 @@ from hydra.core.config_search_path import ConfigSearchPath
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
+from harness.common import seeds
 from harness.common.paths import CONF_DIR as CONF  # the repository's conf/, or the wheel's harness/conf/
 
 
@@ -64,6 +68,7 @@ class LauncherPresets(SearchPathPlugin):
         conf = _ours(search_path)
         if conf is None:  # another Hydra app in this environment keeps the plugins' configs
             return
+        seeds.register()
         ConfigStore.instance().store(group="probe", name="all", node={"defaults": plugin_probes(conf / "probe")},
                                      provider="circuit-trajectories")
         launchers = ConfigStore.instance().repo.get("hydra", {}).get("launcher", {})
