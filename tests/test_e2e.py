@@ -131,3 +131,22 @@ def test_corrupt_checkpoint_fails_short_and_keeps_earlier_results(tmp_path):
     assert "step2" in proc.stderr and "cannot load" in proc.stderr and str(weights) in proc.stderr
     assert "re-save that checkpoint" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "results" / "default" / "tiny" / "step0" / "summary.json").exists()
+
+
+def test_staged_names_reach_provenance_and_the_trajectory_in_order(tmp_path):
+    """OLMo-2 style names in a local folder: stage 2 restarts the step count, so the trajectory is ordered by
+    (stage, step) and stage 2's tokens continue from stage 1's last checkpoint (worked out by hand here)."""
+    ckpts = tmp_path / "ckpts"
+    save_revisions("olmo", ckpts)
+    names = {"step0": "stage1-step0", "step2": "stage1-step2", "step6": "stage2-ingredient1-step1"}
+    for old, new in names.items():
+        (ckpts / old).rename(ckpts / new)
+    proc = harness(*common(tmp_path, ckpts, "staged", probe="selectivity"), "model.tokens_per_step=1000",
+                   "logger=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_dir = tmp_path / "results" / "default" / "staged"
+    prov = {n: json.loads((model_dir / n / "summary.json").read_text())["provenance"] for n in names.values()}
+    assert [(p["stage"], p["ingredient"], p["step"], p["tokens"]) for p in prov.values()] == [
+        (1, None, 0, 0), (1, None, 2, 2000), (2, 1, 1, 3000)]
+    findings = json.loads((model_dir / "findings.json").read_text())
+    assert findings["revisions"] == list(names.values())

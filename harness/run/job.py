@@ -211,8 +211,8 @@ def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
         "info": {f"{name}.{k}": v for name, r in results.items() for k, v in r.info.items()},
         "provenance": {
             "model": model_cfg["name"], "repo": model_cfg["repo"], "family": model_cfg.get("family"),
-            "seed": model_cfg.get("seed"), "revision": res.name, "step": res.step,
-            "tokens": res.tokens, "commit": res.commit, "weights_hash": res.weights_hash,
+            "seed": model_cfg.get("seed"), "revision": res.name, "stage": res.stage, "ingredient": res.ingredient,
+            "step": res.step, "tokens": res.tokens, "commit": res.commit, "weights_hash": res.weights_hash,
             "dtype": cfg.runner.dtype, "device": cfg.runner.device,
             "layout": vars(layout), "probe_config": probe_cfg, "data": shared.meta,
             "probe_hash": probe_hash, "packages": package_versions(), "created": now(),
