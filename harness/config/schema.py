@@ -174,6 +174,19 @@ class Revisions(BaseModel):
     only: OptName = None
 
 
+Seconds = rule(lambda v: is_number(v) and v >= 0, "a number of seconds >= 0")
+OptSeconds = rule(lambda v: v is None or (is_number(v) and v > 0), "a number of seconds > 0 or null")
+
+
+class Watch(BaseModel):
+    """conf/config.yaml `watch:`, read by `python -m harness watch`."""
+    model_config = ConfigDict(extra="forbid")
+    interval_s: rule(lambda v: is_number(v) and v > 0, "a number of seconds > 0") = 5
+    settle_s: Seconds = 10
+    idle_s: OptSeconds = None
+    until: OptInt0 = None  # a step
+
+
 # ---------------------------------------------------------------- plug-in options: defaults, annotations, rules
 
 Count = Annotated[int, Ge(1)]  # a number of things to draw, build or compare: 0 builds nothing, or divides by 0
@@ -593,6 +606,11 @@ def validate(cfg: DictConfig) -> None:
     check_analysis(cfg)
 
 
+def check_watch(cfg: DictConfig) -> None:
+    """The options of `harness watch` besides a job's (which LiveProber checks)."""
+    _check_model("watch", Watch, resolved(cfg, "watch") or {})
+
+
 def validate_store_args(cfg: DictConfig) -> None:
     """What `harness analyze` and `harness report` read: the experiment, its model folders, the rules."""
     check_names(cfg, ("experiment_name",))
@@ -605,7 +623,7 @@ def validate_store_args(cfg: DictConfig) -> None:
 
 def known_options(section: str, cfg: DictConfig) -> list[str]:
     """The options a section takes (for messages about keys that are not in the composed config)."""
-    fixed = {"runner": Runner, "model": Model, "revisions": Revisions, "model.batch": Batch}
+    fixed = {"runner": Runner, "model": Model, "revisions": Revisions, "model.batch": Batch, "watch": Watch}
     if section in fixed:
         return list(fixed[section].model_fields)
     if section == "analysis":
