@@ -61,7 +61,7 @@ def test_shipped_configs_pass(overrides):
     (["model.name=.."], "model.name=..: must be a plain folder name"),
     (["model=local"], "model.repo: Missing mandatory value"),
     # the ends of a range, in any section: in order
-    (["+revisions.min_step=8", "+revisions.max_step=2"], "revisions.min_step=8: must be <= revisions.max_step=2 "
+    (["revisions.min_step=8", "revisions.max_step=2"], "revisions.min_step=8: must be <= revisions.max_step=2 "
                                                          "(an empty range)"),
     (["data.vocab_lo=30", "data.vocab_hi=20"], "data.vocab_lo=30: must be < data.vocab_hi=20 (an empty range)"),
     (["model.batch.vocab_lo=30", "model.batch.vocab_hi=30"], "model.batch.vocab_lo=30: must be < "
@@ -194,7 +194,7 @@ DEVICE_CASES = [(d, f"runner.device={d}: ") for d, there in (("cuda", torch.cuda
     ("probe=sink_rate probe.sink.text_len=1000", "error: probe.sink.text_len=1000: longer than tiny's context "
                                                  "(max_position_embeddings=512)"),
     # ranges, counts, the sections that had no schema
-    ("+revisions.min_step=8 +revisions.max_step=2", "error: revisions.min_step=8: must be <= revisions.max_step=2"),
+    ("revisions.min_step=8 revisions.max_step=2", "error: revisions.min_step=8: must be <= revisions.max_step=2"),
     ("data.vocab_hi=5", "error: data.vocab_lo=5: must be < data.vocab_hi=5 (an empty range)"),
     ("revisions=log revisions.n=0", "error: revisions.n=0: must be an integer >= 2"),
     ("data.n_baseline=0", "error: data.n_baseline=0: must be an integer >= 1 (default 50)"),
@@ -207,7 +207,7 @@ DEVICE_CASES = [(d, f"runner.device={d}: ") for d, there in (("cuda", torch.cuda
     ("hydra/job_logging=disabld", "error: hydra/job_logging=disabld: no such option (did you mean disabled? valid: "),
     ("runner.batchsize=4", "error: runner.batchsize=4: no such option (did you mean batch_size? valid: device, "),
     ("modle=zoo-neox", "error: modle=zoo-neox: no such option (did you mean model? valid: "),
-    ("revisions.min_step=8", "error: revisions.min_step=8: not in this config (revisions: "),
+    ("revisions.n=8", "error: revisions.n=8: not in this config (revisions: "),
     ("probe.selectivity.eps=0", "error: probe.selectivity.eps=0: not in this config (probe.selectivity: _target_, "),
     ("runner.batch_size=[", "error: runner.batch_size=[: cannot parse it (no viable alternative at input '['"),
     ("+runner.device=cpu", "error: Could not append to config. An item is already at 'runner.device'."),

@@ -55,6 +55,10 @@ def test_importing_the_job_changes_nothing_in_the_process():
     script = textwrap.dedent("""
         import logging, warnings
         import lightning, lightning.pytorch, torch, transformers, hydra, omegaconf, pandas, tqdm
+        try:
+            import accelerate  # sets a warning filter when imported (transformers imports it when installed)
+        except ImportError:
+            pass
         from transformers.utils import logging as hf_logging
         NAMES = ("lightning.pytorch", "lightning.fabric", "lightning")
         def state():
@@ -70,15 +74,28 @@ def test_importing_the_job_changes_nothing_in_the_process():
     assert proc.returncode == 0 and "unchanged" in proc.stdout, proc.stderr[-3000:]
 
 
-def test_checkpoint_run_restores_what_it_quiets():
-    """Around a checkpoint: Lightning's loggers at WARNING and its chatter filtered, then as they were."""
+def test_checkpoint_run_leaves_loggers_and_warnings_alone():
+    """The probe loop is a plain loop (no Lightning Trainer): a checkpoint run sets no logger level and no warning
+    filter, so it can run inside someone's training job."""
     import logging
+    import sys
     import warnings
+    from types import SimpleNamespace
 
+    from conftest import tiny_model
+
+    from harness.capture.arch import head_layout
+    from harness.capture.batches import induction_batch
     from harness.run import loop
+    from probes.base import Context
+    from probes.selectivity import Selectivity
 
-    lg = logging.getLogger("lightning.pytorch")
-    level, filters = lg.level, list(warnings.filters)
-    with loop.quiet_lightning():
-        assert lg.level == logging.WARNING and len(warnings.filters) > len(filters)
-    assert lg.level == level and warnings.filters == filters
+    model = tiny_model("olmo")
+    batch = induction_batch(n=8, seq_len=64, vocab_lo=5, vocab_hi=97)
+    ctx = Context(head_layout(model.config), batch, {"name": "tiny"}, "r")
+    levels = {n: logging.getLogger(n).level for n in ("", "lightning.pytorch", "transformers", "harness")}
+    filters = list(warnings.filters)
+    res = loop.run_checkpoint(model, loop.group_by_batch([Selectivity()], batch, ctx), model_cfg={"name": "tiny"},
+                              revision="r", runner=SimpleNamespace(batch_size=4, device="cpu", dtype="float32"))
+    assert "selectivity" in res
+    assert levels == {n: logging.getLogger(n).level for n in levels} and warnings.filters == filters
