@@ -36,13 +36,9 @@ def compose(overrides: Sequence[str] = ()):
         cfg = api.compose(["model=pythia-70m", "revisions=paper"])
         cfg.model.repo, cfg.revisions.select
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from harness.config.compose import compose as compose_config
 
-    from harness.common.paths import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return compose_config(overrides)
 
 
 def run(overrides: Sequence[str]) -> dict:

@@ -15,12 +15,19 @@ import pandas as pd
 from harness.analysis import load
 from harness.analysis import rules as R
 from harness.analysis.words import summary
+from harness.common import files
 from harness.common.heads import head_name
 
 NEEDED = ("induction", "first_token")  # the signals every finding rests on (the selectivity screen declares them)
 
 
-def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
+PROVISIONAL = ("bos_free_layers", "bos_shape", "induction_shape", "early_screen", "pr_lead")  # F1, F2, F4, F5
+
+
+def analyze_model(model_dir: Path, rules: R.Rules = R.Rules(), provisional: bool = False) -> dict:
+    """Findings over the stored revisions. `provisional`: training goes on (a live run), so the findings that
+    depend on the last revision (F1, F2, F4, F5) may still change; milestones and the lag (F3) are final once
+    reached."""
     model_dir = Path(model_dir)
     t = load.trajectory(model_dir)
     df, revs, skipped, signals, thr = t.frame, t.revisions, t.skipped, t.signals, t.thresholds
@@ -90,10 +97,13 @@ def analyze_model(model_dir: Path, rules: R.Rules = R.Rules()) -> dict:
             head_name(*lh): {**v, "crossing": names[v["crossing"]],
                              "pr_rise": None if v["pr_rise"] is None else names[v["pr_rise"]]}
             for lh, v in leads.items()}
+    findings["status"] = "provisional" if provisional else "final"
+    findings["provisional"] = [k for k in PROVISIONAL if k in findings] if provisional else []
     findings["summary"] = summary(findings)
-    df.to_parquet(model_dir / "trajectory.parquet", index=False)
-    events.to_parquet(model_dir / "heads_events.parquet", index=False)
-    (model_dir / "findings.json").write_text(json.dumps(findings, indent=2, default=_json))
+    # Atomic: a live run rewrites these after every probe while a report may be reading them.
+    files.atomic_write(model_dir / "trajectory.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+    files.atomic_write(model_dir / "heads_events.parquet", lambda tmp: events.to_parquet(tmp, index=False))
+    files.write_text(model_dir / "findings.json", json.dumps(findings, indent=2, default=_json))
     return findings
 
 

@@ -52,6 +52,8 @@ def revisions(model_dir: Path) -> tuple[list[Revision], list[str]]:
             skipped.append(f"{name} (failed: {s.get('reason')}; try {s.get('suggestion')})")
         elif prov.get("step") is None:
             skipped.append(f"{name} (no step)")  # e.g. an annealed `main`
+        elif prov.get("superseded") is not None:
+            skipped.append(f"{name} (superseded: training resumed from step {prov['superseded']})")
         elif prov.get("duplicate_of"):
             skipped.append(f"{name} (duplicate of {prov['duplicate_of']})")
         else:

@@ -214,7 +214,7 @@ class Engine:
         finally:
             _ACTIVE = prev
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: its tensors (e.g. cached rotary tables) break a training run's backward
     def run(self, input_ids, needs: Needs, attention_mask=None, ablate: dict | None = None) -> Capture:
         T = input_ids.shape[1]
         real = None if attention_mask is None else attention_mask.bool()

@@ -181,3 +181,19 @@ def record_labels(folders: list[Path], **labels) -> list[str]:
             _write_summary(folder, s)  # heads.parquet and its sha256 stay as they are
             changed.append(s["provenance"].get("revision") or folder.name)
     return changed
+
+
+def mark_superseded(model_dir: Path, after_step: int) -> list[str]:
+    """A training run resumed from `after_step`: results it stored above that step (the attempt that crashed) are
+    marked superseded; the analysis leaves them out until the resumed run stores those steps again."""
+    gone = []
+    for f in sorted(Path(model_dir).glob("*/summary.json")):
+        with locked(f.parent):
+            s = summary(f.parent)
+            prov = (s or {}).get("provenance", {})
+            if s is None or prov.get("step") is None or prov["step"] <= after_step or prov.get("superseded"):
+                continue
+            prov["superseded"] = after_step
+            _write_summary(f.parent, s)
+            gone.append(prov.get("revision") or f.parent.name)
+    return gone

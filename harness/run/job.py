@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -63,6 +65,29 @@ def declared(probes: list) -> dict:
     return {"versions": {p.name: p.version for p in probes}, "signals": signals, "thresholds": thresholds}
 
 
+def reuse_key(cfg: DictConfig, declares: dict) -> str:
+    """What makes two results of one checkpoint the same: the probe and data options, the dtype, the probes' and
+    the batch builder's versions."""
+    return config_hash({"probe": OmegaConf.to_container(cfg.probe, resolve=True),
+                        "data": OmegaConf.to_container(cfg.data, resolve=True), "dtype": cfg.runner.dtype,
+                        "versions": declares["versions"], "batch_version": BATCH_VERSION})
+
+
+def forward_tokens(probes: list, shared, model_cfg: dict) -> int:
+    """Tokens one probe of a checkpoint runs forward: each distinct batch once (the compute budget of a live run).
+    A batch that needs the loaded model to be built counts as the shared one."""
+    batches = {id(shared): shared}
+    ctx = Context(None, shared, model_cfg, "live")
+    for p in probes:
+        try:
+            b = p.make_batch(ctx)
+        except Exception:  # noqa: BLE001 - built from the model at probe time
+            b = None
+        if b is not None:
+            batches[id(b)] = b
+    return sum(len(b) * b.seq_len for b in batches.values())
+
+
 def run(cfg: DictConfig) -> dict:
     schema.validate(cfg)  # every option, before a revision is listed or a checkpoint loaded
     devices.claim_one_per_job()  # before anything touches CUDA
@@ -78,8 +103,7 @@ def run(cfg: DictConfig) -> dict:
     shared = instantiate(cfg.data)
     schema.check_context(model_cfg, grid[0].name, probes, shared, probe_cfg)  # config.json, before any weights
     declares = declared(probes)
-    probe_hash = config_hash({"probe": probe_cfg, "data": data_cfg, "dtype": cfg.runner.dtype,
-                              "versions": declares["versions"], "batch_version": BATCH_VERSION})
+    probe_hash = reuse_key(cfg, declares)
     repo = model_cfg["repo"]
     folder = lambda name: store.revision_dir(cfg.paths.results_dir, cfg.experiment_name, model_cfg["name"], name)
     store.check_writable(folder(""))  # a read-only or full results folder: one line now, not after the probing
@@ -169,10 +193,10 @@ def tracker_args(cfg: DictConfig, grid: list, full: list) -> dict:
     return args
 
 
-def analyze(model_dir, rules_cfg) -> dict | None:
+def analyze(model_dir, rules_cfg, provisional: bool = False) -> dict | None:
     """The model's findings over every revision in the store (this job's and earlier ones')."""
     try:
-        return analysis.analyze_model(model_dir, analysis.Rules.from_config(rules_cfg))
+        return analysis.analyze_model(model_dir, analysis.Rules.from_config(rules_cfg), provisional=provisional)
     except analysis.AnalysisError as e:  # e.g. a probe set without the screen: nothing to analyse
         log.info("no findings: %s", e)
         return None
@@ -187,23 +211,45 @@ def family(experiment_dir, model: str) -> None:
               f"({fam['n_seeds']} seeds)")
 
 
+@dataclass(frozen=True)
+class RevisionInfo:
+    """A checkpoint as provenance records it: a hub revision, a saved folder, or a model in training."""
+    name: str
+    step: int | None
+    tokens: int | None
+    commit: str | None = None
+    weights_hash: str | None = None
+    stage: int | None = None
+    ingredient: int | None = None
+
+
 def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
     model = loader.load(res, cfg.runner.dtype, model_cfg["name"], devices.target_device(cfg.runner.device))
+    try:
+        return probe_model(model, res, cfg=cfg, model_cfg=model_cfg, probes=probes, shared=shared, probe_cfg=probe_cfg,
+                           probe_hash=probe_hash, dtype=cfg.runner.dtype, device=cfg.runner.device)
+    finally:
+        del model
+        gc.collect()
+
+
+def probe_model(model, res, *, cfg, model_cfg, probes, shared, probe_cfg, probe_hash, dtype, device):
+    """(heads, summary) of one loaded model: the probe loop, then the per-head frame and the summary with its
+    provenance. `res`: the checkpoint (a Resolved revision or a RevisionInfo)."""
     layout = head_layout(model.config)
     check_vocab(shared.meta.get("vocab_lo", 0), shared.meta.get("vocab_hi", 1), text_config(model.config).vocab_size,
                 model_cfg["name"])  # a multimodal wrapper nests it under text_config
     ctx = Context(layout, shared, model_cfg, res.name)
     groups = loop.group_by_batch(probes, shared, ctx)
     try:
-        results = loop.run_checkpoint(model, groups, model_cfg=model_cfg, revision=res.name, runner=cfg.runner)
+        runner = SimpleNamespace(batch_size=cfg.runner.batch_size, device=device, dtype=dtype)
+        results = loop.run_checkpoint(model, groups, model_cfg=model_cfg, revision=res.name, runner=runner)
         failure = {}
     except loop.NonFiniteError as e:  # e.g. fp16 overflow at an early checkpoint: record it, go on
         results = {}
         failure = {"status": "failed", "reason": str(e),
-                   "suggestion": "runner.dtype=float32" if cfg.runner.dtype != "float32" else
+                   "suggestion": "runner.dtype=float32" if dtype != "float32" else
                    "check this checkpoint's weights for inf/NaN"}
-    del model
-    gc.collect()
     heads = store.heads_frame(results, layout.n_layers, layout.n_heads)
     summary = {
         **failure,
@@ -211,9 +257,9 @@ def probe_revision(cfg, model_cfg, res, probes, shared, probe_cfg, probe_hash):
         "info": {f"{name}.{k}": v for name, r in results.items() for k, v in r.info.items()},
         "provenance": {
             "model": model_cfg["name"], "repo": model_cfg["repo"], "family": model_cfg.get("family"),
-            "seed": model_cfg.get("seed"), "revision": res.name, "stage": res.stage, "ingredient": res.ingredient,
-            "step": res.step, "tokens": res.tokens, "commit": res.commit, "weights_hash": res.weights_hash,
-            "dtype": cfg.runner.dtype, "device": cfg.runner.device,
+            "seed": model_cfg.get("seed"), "revision": res.name, "stage": getattr(res, "stage", None),
+            "ingredient": getattr(res, "ingredient", None), "step": res.step, "tokens": res.tokens,
+            "commit": res.commit, "weights_hash": res.weights_hash, "dtype": dtype, "device": str(device),
             "layout": vars(layout), "probe_config": probe_cfg, "data": shared.meta,
             "probe_hash": probe_hash, "packages": package_versions(), "created": now(),
         },

@@ -1,20 +1,17 @@
-"""The Lightning-style inference loop over one checkpoint.
+"""The probe loop over one checkpoint, the same for a sweep and for a model in training.
 
-Lightning does device placement and precision; the engine serves the union of the probes' needs; probes see
-each batch through `on_batch`. The job shows one progress bar over its revisions (harness.run.progress), so
-Lightning's own per-revision bar is off, and its info lines and warnings are quieted only while a checkpoint
-runs (`quiet_lightning`): importing this module changes nothing in the user's process.
+The engine serves the union of the probes' needs; probes see each batch through Lightning-style hooks
+(`on_checkpoint_start`, `on_batch`, `on_checkpoint_end`). A plain loop, not a Lightning Trainer: inside
+someone's training job a nested Trainer would cast their model (its precision plugins) and take over the
+process's loggers. Batches go to the model's device; an out-of-memory error halves the rows per forward pass
+for the rest of the checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
 from collections import defaultdict
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from harness.capture.batches import ProbeBatch
 from harness.capture.engine import Engine, Needs
@@ -23,59 +20,23 @@ from harness.common.errors import HarnessError
 from probes.base import Context, Probe, ProbeResult, Step
 
 log = logging.getLogger("harness.run.loop")
-LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
-# Probes accumulate state instead of returning predictions, and the batches live in memory.
-QUIET_WARNINGS = (".*predict returned None.*", ".*does not have many workers.*", ".*isinstance.treespec, LeafSpec.*")
-
-
-@contextlib.contextmanager
-def quiet_lightning():
-    """Lightning's info lines (GPU available, ...) and the warnings above off while a checkpoint runs; the
-    loggers' levels and the warning filters are restored afterwards."""
-    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        for message in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        try:
-            for lg in loggers:
-                lg.setLevel(logging.WARNING)
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
 
 
 class NonFiniteError(HarnessError, FloatingPointError):
     """A forward pass with inf/NaN attention or outputs: the revision is recorded as failed, the sweep goes on."""
 
 
-PRECISION = {"float32": "32-true", "bfloat16": "bf16-true", "float16": "16-true"}
-
-
-class _Examples(Dataset):
-    def __init__(self, batch: ProbeBatch):
-        self.ids = batch.input_ids
-
-    def __len__(self):
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.ids[i], "index": i}
-
-
-class ProbeModule(L.LightningModule):
+class _Batches:
     """Runs the engine on each batch and hands the capture to every probe."""
-
-    def __init__(self, engine: Engine, needs: Needs, probes: list[Probe], ctx: Context):
-        super().__init__()
-        self.model = engine.model  # a submodule, so Lightning places it on the device
-        self.engine, self.needs, self.probes, self.ctx = engine, needs, probes, ctx
 
     rows = None  # after an out-of-memory error: the most rows one forward pass may take
 
-    def predict_step(self, batch, batch_idx):
-        ids, index = batch["input_ids"], batch["index"]
+    def __init__(self, engine: Engine, needs: Needs, probes: list[Probe], ctx: Context):
+        self.engine, self.needs, self.probes, self.ctx = engine, needs, probes, ctx
+        self.device = next(engine.model.parameters()).device
+
+    def run(self, ids: torch.Tensor, index: torch.Tensor, batch_idx: int) -> None:
+        ids = ids.to(self.device)
         start = 0
         while start < len(ids):
             end = start + (self.rows or len(ids))
@@ -91,9 +52,9 @@ class ProbeModule(L.LightningModule):
                     torch.cuda.empty_cache()
                 continue
             if not cap.finite:
-                dtype = str(next(self.model.parameters()).dtype).removeprefix("torch.")
+                dtype = str(next(self.engine.model.parameters()).dtype).removeprefix("torch.")
                 raise NonFiniteError(f"non-finite attention or outputs in batch {batch_idx} ({dtype})")
-            step = Step(cap, index[start:end].cpu().numpy(), ids[start:end])
+            step = Step(cap, index[start:end].numpy(), ids[start:end])
             for p in self.probes:
                 p.on_batch(step, self.ctx)
             start = end
@@ -111,20 +72,9 @@ def group_by_batch(probes: list[Probe], shared: ProbeBatch, ctx: Context) -> lis
 
 
 def run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> dict[str, ProbeResult]:
-    with quiet_lightning():
-        return _run_checkpoint(model, groups, model_cfg=model_cfg, revision=revision, runner=runner)
-
-
-def _run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) -> dict[str, ProbeResult]:
+    """Every group's batch through the model, its probes fed batch by batch; `runner`: batch_size (or "auto"),
+    device and dtype (for the automatic batch size)."""
     engine = Engine(model)
-    accelerator, devices = str(runner.device), 1
-    if accelerator.startswith("cuda:"):  # torch's name for one GPU; Lightning takes an index list
-        accelerator, devices = "cuda", [int(accelerator.split(":")[1])]
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, precision=PRECISION[runner.dtype],
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=False,  # one bar per job, over its revisions (harness.run.progress)
-    )
     results = {}
     for batch, probes in groups:
         ctx = Context(engine.layout, batch, model_cfg, revision, engine)
@@ -135,9 +85,10 @@ def _run_checkpoint(model, groups, *, model_cfg: dict, revision: str, runner) ->
         size = runner.batch_size
         if str(size) == "auto":  # memory grows linearly with T, so the batch can follow free memory
             size = min(len(batch), auto_batch_size(model, batch.seq_len, needs, runner.device, dtype_nbytes(runner.dtype)))
-        loader = DataLoader(_Examples(batch), batch_size=int(size), shuffle=False)
-        trainer.predict(ProbeModule(engine, needs, probes, ctx), dataloaders=loader, return_predictions=False)
+        loop = _Batches(engine, needs, probes, ctx)
+        for i, start in enumerate(range(0, len(batch), int(size))):
+            end = min(start + int(size), len(batch))
+            loop.run(batch.input_ids[start:end], torch.arange(start, end), i)
         for p in probes:
             results[p.name] = p.on_checkpoint_end(ctx)
     return results
-

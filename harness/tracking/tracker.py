@@ -232,7 +232,8 @@ class Tracker:
     """One wandb run; `log_revision` once per checkpoint, `finish` at the end (idempotent)."""
 
     def __init__(self, *, project: str, entity: str | None = None, group: str, job_type: str,
-                 name: str | None = None, config: dict, mode: str = "auto", dir: str, tags=()):
+                 name: str | None = None, config: dict, mode: str = "auto", dir: str, tags=(),
+                 reinit: str = "finish_previous", run_id: str | None = None):
         import wandb  # imported here so that logger=none never pays for it
 
         self._wandb = wandb
@@ -247,7 +248,9 @@ class Tracker:
         os.environ.setdefault("WANDB_DATA_DIR", str(root / ".data"))
         self.mode = wandb_mode(mode)
         kwargs = {"project": project, "entity": entity, "group": group, "job_type": job_type, "name": name,
-                  "config": config, "dir": str(root), "tags": list(tags or ()) or None, "reinit": "finish_previous"}
+                  "config": config, "dir": str(root), "tags": list(tags or ()) or None, "reinit": reinit}
+        if run_id:  # a live run resumed after a crash continues its W&B run
+            kwargs.update(id=run_id, resume="allow")
         try:
             self.run = wandb.init(mode=self.mode, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S), **kwargs)
         except Exception as e:  # any online failure: keep the data locally
@@ -361,11 +364,48 @@ class Tracker:
             return
         self._finished = True
         self._heatmap = HeatmapRenderer()  # drop the cached figures
+        # Another run open in this process (the trainer's, beside a live run): the service must stay up for it.
+        current = self._wandb.run
+        others = current is not None and getattr(current, "id", None) != getattr(self.run, "id", None)
         try:
             if not self._broken:
                 self.run.finish(exit_code=exit_code)
         finally:
+            if others:
+                return
             try:
                 self._wandb.teardown()
             except Exception as e:  # noqa: BLE001 - a dead service cannot be torn down; nothing is left to save
                 log.debug("wandb teardown: %s", e)
+
+
+class TrainerRunTracker:
+    """Scalars only, prefixed, into the run the trainer already has open (`wandb.run`): joined to the trainer's next
+    history row (commit=False), so its step and its metrics' definitions stay the trainer's. Closes nothing."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def _run(self):
+        import wandb
+
+        return wandb.run
+
+    def log_revision(self, *, scalars: dict, tokens=None, step=None, **_) -> None:
+        run = self._run()
+        if run is None:
+            return
+        row = {f"{self.prefix}{k}": v for k, v in scalars.items() if _scalar(v) is not None}
+        row[f"{self.prefix}tokens"] = tokens
+        run.log(row, commit=False)
+
+    def log_findings(self, findings, trajectory) -> None:
+        run = self._run()
+        if run is not None:
+            run.summary.update({f"{self.prefix}{k}": v for k, v in F.summary_values(findings).items()})
+
+    def finish(self, exit_code: int = 0) -> None:
+        pass
+
+    run = None
+    url_or_path = "the trainer's W&B run"
