@@ -78,7 +78,6 @@ def test_checkpoint_run_leaves_loggers_and_warnings_alone():
     """The probe loop is a plain loop (no Lightning Trainer): a checkpoint run sets no logger level and no warning
     filter, so it can run inside someone's training job."""
     import logging
-    import sys
     import warnings
     from types import SimpleNamespace
 
