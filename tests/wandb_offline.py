@@ -38,6 +38,7 @@ class OfflineRun:
     history: list = field(default_factory=list)  # one dict per logged row; media stay as their JSON dicts
     summary: dict = field(default_factory=dict)
     artifacts: list = field(default_factory=list)  # {"name", "type", "metadata", "aliases", "files"}
+    alerts: list = field(default_factory=list)  # {"title", "text", "level"} per run.alert()
     exit_code: int | None = None
     complete: bool = False                       # an exit record was seen (finish() ran to the end)
 
@@ -152,6 +153,8 @@ def read_run(path) -> OfflineRun:
                 "metadata": _loads(a.metadata) if a.metadata else {},
                 "files": {e.path: e.local_path for e in a.manifest.contents},
             })
+        elif kind == "alert":
+            run.alerts.append({"title": rec.alert.title, "text": rec.alert.text, "level": rec.alert.level})
         elif kind == "exit":
             run.exit_code, run.complete = rec.exit.exit_code, True
     return run
