@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,6 +131,7 @@ class LiveProber:
         device, dtype = _device_dtype(model)
         rev = job.RevisionInfo(name=name, step=step, tokens=tokens, commit=(provenance or {}).get("commit"),
                                weights_hash=(provenance or {}).get("weights_hash"))
+        t0 = time.perf_counter()
         with untouched(model):
             heads, summary = job.probe_model(model, rev, cfg=self.cfg, model_cfg=self.model_cfg, probes=self.probes,
                                              shared=self.shared, probe_cfg=self.probe_cfg, probe_hash=self.probe_hash,
@@ -142,6 +144,9 @@ class LiveProber:
         out = self.model_dir / name
         store.write(out, heads, summary)
         self.probed.append(step)
+        over = self.schedule.overhead(tokens)
+        log.info("%s: step %d probed in %.1f s%s", self.name, step, time.perf_counter() - t0,
+                 f"; probe compute so far {100 * over:.2f}% of training's" if over is not None else "")
         if summary.get("status") == "failed":
             self.alerts.failed(name, summary["reason"], summary["suggestion"], step, tokens)
         else:
