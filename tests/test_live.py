@@ -229,3 +229,18 @@ def test_resume_after_a_crash_ends_as_an_uninterrupted_run(tmp_path):
     assert {k: v for k, v in fa.items() if k != "model"} == {k: v for k, v in fb.items() if k != "model"}
     ea, eb = ([json.loads(x)["event"] for x in (d / "alerts.jsonl").read_text().splitlines()] for d in (a, b))
     assert ea and ea == eb  # the same events, none sent twice
+
+
+def test_a_non_finite_probe_is_stored_as_failed_and_alerted_once(tmp_path):
+    model = make_model()
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.fill_(float("inf"))
+    prober = prober_for(tmp_path, "broken")
+    summary = prober.observe(model, 0)
+    assert summary["status"] == "failed" and "non-finite" in summary["reason"]
+    assert model.training and model.config._attn_implementation == "sdpa"
+    prober.observe(model, 4)
+    lines = [json.loads(x) for x in (prober.model_dir / "alerts.jsonl").read_text().splitlines()]
+    assert [a["event"] for a in lines] == ["probe_failed:step0", "probe_failed:step4"]
+    assert "check this checkpoint's weights for inf/NaN" in lines[0]["text"] and lines[0]["level"] == "ERROR"
+    prober.close()
