@@ -5,6 +5,7 @@
     report    the cross-architecture HTML and W&B reports             harness.cli.report
     ls        models, revisions and probes                            harness.cli.ls
     zoo       build the embedded checkpoint suites                    harness.cli.zoo
+    watch     probe a training run's checkpoints as it saves them     harness.cli.watch
     bench     the capture engine's benchmark                          harness.bench.measure
 """
 from __future__ import annotations
@@ -13,8 +14,8 @@ import importlib
 import sys
 
 COMMANDS = {"analyze": "harness.cli.analyze", "report": "harness.cli.report", "ls": "harness.cli.ls",
-            "zoo": "harness.cli.zoo", "bench": "harness.bench.measure"}
-HYDRA_APPS = ("analyze", "report")
+            "zoo": "harness.cli.zoo", "bench": "harness.bench.measure", "watch": "harness.cli.watch"}
+HYDRA_APPS = ("analyze", "report", "watch")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ inotify does not fire on NFS or Lustre, and the trainers differ in how they writ
 
 A folder is complete when its name parses to a step and is no temp name; config.json parses; each safetensors
 file is as long as its header says; every shard an index lists is there (a `-of-` shard waits for its index);
-the trainer's last file is there where the trainer writes one (it is in the folder's finished siblings, or the
+the trainer's last file is there where the trainer writes one (siblings of the same naming hold it, or the
 folder holds that trainer's other files); and its fingerprint (names, sizes, mtimes) stayed the same for
 `settle_s` seconds, for the writers that give no other sign.
 """
@@ -116,7 +116,7 @@ def _index_missing(folder: Path, index: Path) -> str | None:
 
 def missing(folder: Path, markers=()) -> str | None:
     """What the folder still lacks to be a complete checkpoint (one phrase), or None. `markers`: the trainers'
-    last files that finished sibling folders hold; the folder waits for those too."""
+    last files that sibling folders of the same naming hold; the folder waits for those too."""
     folder = Path(folder)
     why = _json_missing(folder / "config.json")
     if why:
@@ -155,6 +155,11 @@ def _bin_missing(path: Path) -> str | None:
         return f"{path.name}: not readable yet"
 
 
+def _pattern(name: str) -> str:
+    """The naming a folder shares with its siblings from the same writer: checkpoint-#, step#, step#-tokens#B."""
+    return re.sub(r"\d+", "#", name)
+
+
 @dataclass
 class Ready:
     """A complete, settled checkpoint folder to probe."""
@@ -178,10 +183,10 @@ class Watcher:
     settled folder: not handed out again until its files change) or nothing (it changed meanwhile: handed out
     again once it has settled anew)."""
 
-    def __init__(self, root, settle_s: float = 10.0, clock=time.monotonic):
-        self.root, self.settle_s, self.clock = Path(root), float(settle_s), clock
+    def __init__(self, root, settle_s: float = 10.0, clock=time.monotonic, label: str = "watch"):
+        self.root, self.settle_s, self.clock, self.label = Path(root), float(settle_s), clock, label
         self.seen: dict[str, _State] = {}
-        self.markers: set[str] = set()  # trainers' last files seen in finished folders
+        self.markers: dict[str, set[str]] = {}  # name pattern -> trainers' last files its folders hold
 
     def poll(self) -> list[Ready]:
         now = self.clock()
@@ -193,9 +198,12 @@ class Watcher:
             if name not in subdirs:
                 state = self.seen.pop(name)
                 if state.handled is None:
-                    log.info("%s: removed before it was probed (rotated away by the trainer?); skipped", name)
-        # Which trainers write here: the last files any folder holds (before judging any folder by them).
-        self.markers |= {m for path in subdirs.values() for m in MARKERS if (path / m).is_file()}
+                    log.info("%s: %s removed before it was probed (rotated away by the trainer?); skipped",
+                             self.label, name)
+        # Which trainers write here: the last files folders of each name pattern hold (checkpoint-<N> from the HF
+        # Trainer, step<N> from another writer: a run folder may hold both), before any folder is judged by them.
+        for name, path in subdirs.items():
+            self.markers.setdefault(_pattern(name), set()).update(m for m in MARKERS if (path / m).is_file())
         ready = []
         for name, path in sorted(subdirs.items(), key=lambda kv: (step_of(kv[0]), kv[0])):
             try:
@@ -207,9 +215,9 @@ class Watcher:
                 state = self.seen[name] = _State(fp, now, handled=state.handled if state else None)
             if state.handled == fp:
                 continue
-            why = missing(path, self.markers)
+            why = missing(path, self.markers.get(_pattern(name), ()))
             if why != state.why:
-                log.debug("%s: %s", name, why or "complete; settling")
+                log.debug("%s: %s: %s", self.label, name, why or "complete; settling")
                 state.why = why
             if why is None and now - state.since >= self.settle_s:
                 ready.append(Ready(name, path, step_of(name), fp))
@@ -227,7 +235,8 @@ class Watcher:
     def changed(self, ready: Ready) -> bool:
         """Whether the folder changed (or vanished) since `poll` handed it out: a load error then is no verdict."""
         try:
-            return fingerprint(ready.path) != ready.fingerprint or missing(ready.path, self.markers) is not None
+            return (fingerprint(ready.path) != ready.fingerprint
+                    or missing(ready.path, self.markers.get(_pattern(ready.name), ())) is not None)
         except FileNotFoundError:
             return True
 
