@@ -144,7 +144,8 @@ class LiveProber:
         out = self.model_dir / name
         store.write(out, heads, summary)
         self.probed.append(step)
-        over = self.schedule.overhead(tokens)
+        # Beside training (watch mode) the probe costs no training compute: no share to report.
+        over = self.schedule.overhead(tokens) if self.source == "live" else None
         log.info("%s: step %d probed in %.1f s%s", self.name, step, time.perf_counter() - t0,
                  f"; probe compute so far {100 * over:.2f}% of training's" if over is not None else "")
         if summary.get("status") == "failed":
