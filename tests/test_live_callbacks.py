@@ -173,7 +173,7 @@ def test_wandb_beside_the_trainers_own_run(tmp_path, mode):
         assert not any(k.startswith("circuits/") for h in trainer.history for k in h)
     else:
         assert not runs  # no run of ours
-        # Joined to the trainer's next rows (its steps 4, 8, 16), under the prefix, with their own tokens.
+        # Rows of their own in the trainer's run (none overwritten by the next), under the prefix, with their tokens.
         rows = [h for h in trainer.history if "circuits/tiny-hf/selectivity.bos_fraction" in h]
         assert [h["circuits/tiny-hf/tokens"] for h in rows] == [0, 8 * HF_TOKENS, 16 * HF_TOKENS]
         # The trainer's metrics keep the definitions the Trainer gave them: x axis train/global_step.

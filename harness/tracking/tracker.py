@@ -380,8 +380,10 @@ class Tracker:
 
 
 class TrainerRunTracker:
-    """Scalars only, prefixed, into the run the trainer already has open (`wandb.run`): joined to the trainer's next
-    history row (commit=False), so its step and its metrics' definitions stay the trainer's. Closes nothing."""
+    """Scalars only, prefixed, into the run the trainer already has open (`wandb.run`), as rows of their own (a
+    row joined to the trainer's next one would be overwritten by a second probe before it, and land at a later
+    step). No metric is defined: where the trainer syncs its step metric (the HF Trainer's `train/global_step`),
+    W&B files these rows at the trainer's current step. Closes nothing."""
 
     def __init__(self, prefix: str):
         self.prefix = prefix
@@ -397,7 +399,7 @@ class TrainerRunTracker:
             return
         row = {f"{self.prefix}{k}": v for k, v in scalars.items() if _scalar(v) is not None}
         row[f"{self.prefix}tokens"] = tokens
-        run.log(row, commit=False)
+        run.log(row)
 
     def log_findings(self, findings, trajectory) -> None:
         run = self._run()
