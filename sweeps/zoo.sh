@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The embedded default: build the zoo suites if missing, probe all three, then the cross-architecture report.
+# The embedded suites on their full grid: build them if missing (each probed while it trains, on a log schedule),
+# probe every other revision of all three (the live results reused), then the cross-architecture report.
+# (`make demo` stops at the live results: the builds, then the report.)
 #   sweeps/zoo.sh [basic|joblib|submitit_local|submitit_slurm|ray] [hydra overrides...]
 set -euo pipefail
 source "$(dirname "$0")/launcher.sh"

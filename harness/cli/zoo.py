@@ -28,6 +28,18 @@ def main(cfg: DictConfig) -> None:
         if r.get("resumed_from") is not None:
             took += f" (resumed from step {r['resumed_from']})"
         print(f"{r['repo'].split('/')[-1]}: {r['status']}{took}, recipe {r['recipe_hash']} -> {cfg.cache_dir}")
+        live = r.get("live")
+        if live:
+            train = r["seconds"] - live["seconds"]
+            share = f" (+{100 * live['seconds'] / train:.1f}% on the training's {train:.0f}s)" if train > 0 else ""
+            print(f"  live: {live['probes']} of {len(live['steps'])} scheduled steps probed in {live['seconds']:.1f}s"
+                  f"{share} -> {live['results']}")
+            for line in live["summary"]:
+                print(f"  {line}")
+            if live["plot"]:
+                print(f"  plot: {live['plot']}")
+            if live["wandb"]:
+                print(f"  W&B run: {live['wandb']}")
 
 
 if __name__ == "__main__":

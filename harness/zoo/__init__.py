@@ -5,6 +5,7 @@ import os
 import platform
 
 from harness.common.seeds import seeded
+from harness.zoo import live as zoo_live
 from harness.zoo.train import ZooError, build_suite, check_until, checkpoint_steps, recipe_hash
 
 __all__ = ["ZooError", "build", "build_suite", "checkpoint_steps", "recipe_hash"]
@@ -24,9 +25,10 @@ def _build_one(args: tuple) -> dict:
     """One suite in a worker process (spawned: torch threads are set before any work)."""
     import torch
 
-    name, recipe, cache, force, progress, threads, until, position = args
+    name, recipe, cache, force, progress, threads, until, live, position = args
     torch.set_num_threads(threads)
-    return build_suite(name, recipe, cache, force=force, progress=progress, position=position, until=until)
+    return build_suite(name, recipe, cache, force=force, progress=progress, position=position, until=until,
+                       live=live)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -73,6 +75,11 @@ def build(cfg) -> list[dict]:
         raise ZooError(f"unknown isa '{cfg.isa}' (valid: {', '.join(ISA_ENV)})")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ZooError(f"seed={cfg.seed}: must be an integer >= 0")
+    live = OmegaConf.to_container(cfg.live, resolve=True) if cfg.get("live") else {"enabled": False}
+    try:
+        probing = zoo_live.enabled(live, cfg.smoke)
+    except ValueError as e:
+        raise ZooError(str(e)) from None
     todo = []
     for name in cfg.suites:
         if name not in cfg.suite:
@@ -87,7 +94,13 @@ def build(cfg) -> list[dict]:
         recipe["compute"] = dict(threads=cfg.threads, isa=cfg.isa)
         if cfg.get("until") is not None:
             check_until(recipe, int(cfg.until))  # before any worker starts
-        todo.append((name, recipe, cfg.cache_dir, cfg.force, cfg.progress, cfg.threads, cfg.get("until")))
+        if probing:
+            try:
+                zoo_live.check(name, recipe, live, cfg.cache_dir)  # the probe config too
+            except ValueError as e:
+                raise ZooError(str(e)) from None
+        todo.append((name, recipe, cfg.cache_dir, cfg.force, cfg.progress, cfg.threads, cfg.get("until"),
+                     live if probing else None))
     jobs = max(1, min(int(cfg.get("jobs", 1) or 1), len(todo)))
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     with _environ(ISA_ENV[cfg.isa] if x86 else {}), \

@@ -27,6 +27,7 @@ from harness.capture.arch import blocks
 from harness.common import files
 from harness.common.errors import HarnessError
 from harness.sources import hubcache
+from harness.zoo.live import SuiteProber
 from harness.zoo.models import make_model
 from harness.zoo.tasks import bigram_chain, train_batch
 
@@ -147,20 +148,34 @@ def load_state(path: Path, h: str, published: list[int], repo: str, cache) -> di
 
 
 def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progress: bool = True,
-                position: int | None = None, until: int | None = None) -> dict:
+                position: int | None = None, until: int | None = None, live: dict | None = None) -> dict:
     """Train and publish one suite; skip it when `main` already holds this recipe's hash.
 
     An interrupted build of the same recipe resumes from its last checkpoint (the state saved there), and
     publishes the same revisions as an uninterrupted one; `force` starts over. `until` (one of the recipe's
     checkpoint steps) stops there: the same weights as the full build up to that step, no `main`, and the
-    state kept, so the same command without `until` carries on from it."""
+    state kept, so the same command without `until` carries on from it. `live` (the build config's `live:`
+    section, when on): probe the suite while it trains (harness.zoo.live); probing never changes the build."""
     repo, h = recipe["repo"], recipe_hash(recipe)
-    if not force and built_hash(repo, cache) == h:
-        return dict(suite=name, repo=repo, status="skipped", recipe_hash=h, seconds=0.0)
+    last = recipe["steps"] if until is None else check_until(recipe, until)
+    all_ckpts = checkpoint_steps(recipe["steps"], recipe["ckpt_every"])
+    probe = SuiteProber(name, recipe, live, cache, all_ckpts, progress) if live else None
+    try:
+        if not force and built_hash(repo, cache) == h:
+            return dict(suite=name, repo=repo, status="skipped", recipe_hash=h, seconds=0.0,
+                        live=probe and probe.finish_built(recipe["steps"], final=True))
+        return _train(name, recipe, h, cache, force, progress, position, last, probe)
+    except BaseException:
+        if probe:
+            probe.close()
+        raise
+
+
+def _train(name, recipe, h, cache, force, progress, position, last, probe) -> dict:
+    repo = recipe["repo"]
     t0 = time.time()
     hf_logging.disable_progress_bar()  # one bar per suite, not one per saved shard
     seed, steps, m = recipe["seed"], recipe["steps"], recipe["model"]
-    last = steps if until is None else check_until(recipe, until)
     model = make_model(recipe["arch"], seed, **m).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr_at(recipe, 0), betas=tuple(recipe["betas"]),
                             weight_decay=recipe["weight_decay"])
@@ -174,11 +189,14 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         rng.bit_generator.state = state["rng"]
+        if probe:
+            probe.resume(state["step"])
     else:  # drop the old recipe's refs first (main goes last): no stale revision survives a rebuild
         shutil.rmtree(folder / "refs", ignore_errors=True)
     start = state["step"] if state else 0
     if start >= last:  # an earlier partial build already went this far
-        return dict(suite=name, repo=repo, status="skipped", recipe_hash=h, seconds=0.0, until=start)
+        return dict(suite=name, repo=repo, status="skipped", recipe_hash=h, seconds=0.0, until=start,
+                    live=probe and probe.finish_built(start, final=False))
     losses: list[float] = state["losses"] if state else []
     bar = tqdm(range(start, last + 1), desc=f"zoo-{name}", disable=not progress, mininterval=1.0,
                position=position, initial=start, total=last + 1)
@@ -187,6 +205,8 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
             model.eval()
             commit = save(model, recipe, name, step, float(np.mean(losses[-20:])) if losses else None, cache, repo)
             model.train()
+            if probe:  # before the state: a build killed while probing probes this step again
+                probe.at(model, step, commit)
             if step < steps:
                 save_state(state_path, h, step, model, opt, rng, losses)
         if step == last:
@@ -211,6 +231,7 @@ def build_suite(name: str, recipe: dict, cache=None, force: bool = False, progre
     if last == steps:
         hubcache.publish(hubcache.resolve(repo, f"step{last}", cache), repo, "main", cache)
         state_path.unlink(missing_ok=True)
+    live = probe.finish(final=last == steps) if probe else None
     return dict(suite=name, repo=repo, status="built" if last == steps else "partial", until=last, recipe_hash=h,
-                commit=commit, seconds=time.time() - t0,
+                commit=commit, seconds=time.time() - t0, live=live,
                 resumed_from=start if state else None, final_loss=float(np.mean(losses[-20:])) if losses else None)
