@@ -128,8 +128,8 @@ def reusable(folder: Path, repo: str, weights_hash: str | None, probe_hash: str,
     if s is None or s.get("schema") != SCHEMA_VERSION or s.get("status") == "failed":  # failed: try again
         return False
     prov = s["provenance"]
-    if prov.get("repo") != repo or prov.get("probe_hash") != probe_hash:
-        return False
+    if prov.get("repo") != repo or prov.get("probe_hash") != probe_hash or prov.get("superseded") is not None:
+        return False  # superseded: a crashed live attempt's result, left out of the analysis until replaced
     return bool((commit and prov.get("commit") == commit) or (weights_hash and prov.get("weights_hash") == weights_hash))
 
 
