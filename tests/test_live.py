@@ -161,8 +161,7 @@ def test_alerts_once_each_in_the_file_and_the_wandb_run(tmp_path, capsys):
             p.normal_(0, 0.02)
     blank.set_attn_implementation("sdpa")
     wired.set_attn_implementation("sdpa")
-    prober = prober_for(tmp_path, "wired", stable_k=2, overrides=[
-        "logger.mode=offline", "analysis.induction_counts=[1]"])
+    prober = prober_for(tmp_path, "wired", stable_k=2, overrides=["logger.mode=offline"])
     for step, model in ((0, blank), (4, wired), (8, wired), (12, blank)):
         prober.observe(model.train(), step)
     prober.finish()
@@ -181,8 +180,8 @@ def test_alerts_once_each_in_the_file_and_the_wandb_run(tmp_path, capsys):
 # ---------------------------------------------------------------- crash and resume
 
 def test_resume_after_a_crash_ends_as_an_uninterrupted_run(tmp_path):
-    low = {"overrides": ["logger=none", "thresholds.induction=0.5", "thresholds.bos=0.5", "thresholds.assign=0.5",
-                         "analysis.induction_counts=[1]"]}  # every head a circuit and BOS head: alerts at step 0
+    # Every head a circuit and a BOS head: alerts from step 0 on.
+    low = {"overrides": ["logger=none", "thresholds.induction=0.5", "thresholds.bos=0.5", "thresholds.assign=0.5"]}
     model = make_model()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(1)

@@ -1,7 +1,7 @@
 """Alerts of a live run: each event once, to `<model>/alerts.jsonl` (always), the console and W&B (`run.alert`).
 
 Events, read from the findings the analysis has just written (the same rules as a sweep's findings):
-    induction_circuit   the first induction milestone is reached (which heads, their selectivities, when)
+    induction_circuit   the first induction-circuit heads (which, their selectivities, when)
     circuit_stable      the same circuit heads at `stable_k` probes in a row: the early screen's final circuit
     bos_heads           the first BOS-classified heads
     head_lost:<head>    a head of the circuit drops below the threshold again
@@ -64,8 +64,10 @@ class Alerts:
         with their induction selectivities, in revision order."""
         sent = []
         revs = list(heads_by_rev)
-        counts = findings.get("rules", {}).get("induction_counts") or [3]
-        first = findings["milestones"].get(f"induction_{min(counts)}")
+        # The circuit forms when its first heads cross the induction threshold (the milestones count 3, 5, ...).
+        hit = next((i for i, n in enumerate(findings.get("n_induction", [])) if n), None)
+        first = None if hit is None else {"revision": findings["revisions"][hit], "step": findings["steps"][hit],
+                                          "tokens": findings["tokens"][hit]}
         if first is not None:
             heads = heads_by_rev.get(first["revision"], [])
             shown = ", ".join(f"{h} {s:.0f}x" for h, s in heads)
