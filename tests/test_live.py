@@ -243,3 +243,19 @@ def test_a_non_finite_probe_is_stored_as_failed_and_alerted_once(tmp_path):
     assert [a["event"] for a in lines] == ["probe_failed:step0", "probe_failed:step4"]
     assert "check this checkpoint's weights for inf/NaN" in lines[0]["text"] and lines[0]["level"] == "ERROR"
     prober.close()
+
+
+def test_a_resumed_training_continues_its_wandb_run(tmp_path):
+    from wandb_offline import find_runs, read_run
+
+    model = make_model()
+    first = prober_for(tmp_path, "resumed", overrides=["logger.mode=offline"])
+    first.observe(model, 0)
+    first.close()  # the training process dies
+    again = prober_for(tmp_path, "resumed", overrides=["logger.mode=offline"])
+    again.resume(0)
+    again.observe(model, 4)
+    again.finish()
+    runs = [read_run(r) for r in find_runs(tmp_path / "wandb_runs")]
+    assert len(runs) == 2 and runs[0].run_id == runs[1].run_id  # one W&B run, written by two processes
+    assert json.loads((again.model_dir / "live.json").read_text())["wandb_run_id"] == runs[0].run_id
