@@ -8,9 +8,6 @@ the eager model's output projection: nothing from the capture engine.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +15,13 @@ import pandas as pd
 import pytest
 import torch
 from reference import last_query_rows, study_best_class, study_inputs, study_selectivity
+from test_e2e import harness
+from test_probe_pr import stacked_z
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from harness.capture.arch import ArchError, arch_of, out_projections
 from harness.capture.engine import Engine, Needs
 
-ROOT = Path(__file__).resolve().parents[1]
 T, N, N_PR, LO, HI, W = 64, 30, 20, 5, 97, 16  # the probe batch; W: sliding windows, shorter than T
 TOL = 1e-4
 
@@ -82,18 +80,9 @@ def tiny(kind: str, seed: int):
 
 def eager_pr(model, ids):
     """(L, H) exp-entropy participation ratio of z at the last position, z from a pre-hook on the out projection."""
-    got = []
-    hooks = [p.register_forward_pre_hook(lambda m, a: got.append(a[0][:, -1].double())) for p in out_projections(model)]
-    try:
-        with torch.no_grad():
-            model(ids)
-    finally:
-        for h in hooks:
-            h.remove()
-    H = model.config.get_text_config().num_attention_heads
     out = []
-    for z in got:
-        z = z.reshape(len(ids), H, -1)
+    for z in stacked_z(model, ids, "last"):  # (N, H, d) per layer
+        H = z.shape[1]
         row = []
         for h in range(H):
             s = torch.linalg.svdvals(z[:, h])
@@ -102,12 +91,6 @@ def eager_pr(model, ids):
             row.append(torch.exp(-(p * p.log()).sum()).item())
         out.append(row)
     return np.array(out)
-
-
-def harness(*overrides, env=None):
-    return subprocess.run([sys.executable, "-m", "harness", *overrides], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})},
-                          timeout=600)
 
 
 def local_overrides(tmp: Path, ckpts: Path, name: str) -> list[str]:

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from conftest import tiny_config
+from test_e2e import harness
 from transformers import AutoModelForCausalLM
 
 from harness.live.prober import LiveProber
 from harness.live.schedule import Schedule, ScheduleError, steps
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 # ---------------------------------------------------------------- schedules, by hand
 
@@ -109,11 +104,6 @@ def test_probing_leaves_training_as_it_was(tmp_path):
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     stored = sorted(p.name for p in (tmp_path / "results" / "default" / "same").glob("step*"))
     assert stored == ["step0", "step12", "step4", "step8"]
-
-
-def harness(*args):
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "WANDB_SILENT": "true"}, timeout=600)
 
 
 def test_live_store_equals_a_sweep_of_the_saved_checkpoints_and_findings_equal_analyze(tmp_path):

@@ -25,7 +25,7 @@ RUNNER = SimpleNamespace(device="cpu", dtype="float32", batch_size=7, progress_b
 
 def stacked_z(model, ids, positions):
     """Per layer, (N, H, d_head) from a forward pre-hook on the output projection (its input is z)."""
-    H = model.config.num_attention_heads
+    H = model.config.get_text_config().num_attention_heads  # a multimodal wrapper nests it
     got = []
     hooks = [m.register_forward_pre_hook(lambda m, args: got.append(args[0].detach())) for m in out_projections(model)]
     try:
