@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from harness.common import seeds
 from harness.common.errors import HarnessError
 from harness.common.paths import CONF_DIR
+from harness.common.units import human
 
 CONF = CONF_DIR
 COMMANDS = ("models", "revisions", "probes")
@@ -49,16 +50,6 @@ def compose(overrides: list[str]):
             else:
                 raise
     raise LsError("cannot compose conf/config.yaml")
-
-
-def human(n: int | None) -> str:
-    """2097152 -> 2.1M, 6291456000 -> 6.3B."""
-    if n is None:
-        return "?"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
 
 
 def _table(rows: list[tuple], header: tuple) -> str:

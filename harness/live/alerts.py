@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from harness.common import files
+from harness.common.units import human
 
 log = logging.getLogger("harness.live")
 
@@ -38,7 +39,7 @@ class Alerts:
     def _where(self, step, tokens) -> str:
         parts = [f"step {step}"]
         if tokens:
-            parts.append(f"{_human(tokens)} tokens")
+            parts.append(f"{human(tokens)} tokens")
         if self.total and step is not None:
             parts.append(f"{100 * step / self.total:.3g}% of training")
         return ", ".join(parts)
@@ -105,9 +106,3 @@ class Alerts:
                   f"probe failed at {self._where(step, tokens)}: {reason}; try {suggestion}",
                   step=step, tokens=tokens, level="ERROR")
 
-
-def _human(n: float) -> str:
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(int(n))

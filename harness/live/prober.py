@@ -43,13 +43,24 @@ WANDB_MODES = ("run", "trainer", "off")
 
 
 @contextlib.contextmanager
+def same_random_state(model=None):
+    """Python's, NumPy's and torch's generators (CPU, and the CUDA devices `model` is on) as they were."""
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"}) if model else []
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+@contextlib.contextmanager
 def untouched(model):
     """Probe a model in training without changing it: gradients off, eval mode, then train mode, the attention
-    implementation and the random generators (Python, NumPy, torch CPU and CUDA) as they were."""
+    implementation and the random generators as they were."""
     training, impl = model.training, model.config._attn_implementation
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+    with same_random_state(model), torch.no_grad():
         model.eval()
         try:
             yield
@@ -57,8 +68,6 @@ def untouched(model):
             if model.config._attn_implementation != impl:
                 model.set_attn_implementation(impl)
             model.train(training)
-            random.setstate(py)
-            np.random.set_state(npy)
 
 
 def _device_dtype(model) -> tuple[str, str]:
@@ -100,7 +109,7 @@ class LiveProber:
         self.alerts = Alerts(self.model_dir, self.name, total_steps=total_steps, stable_k=stable_k)
         self.tracker = None
         self.probed: list[int] = []  # steps probed by this process
-        self.skipped: list[int] = []  # scheduled steps moved on by the budget
+        self.plot = None  # the trajectory plot, once training ended
         self.closed = False
 
     # ------------------------------------------------------------------ schedule
@@ -123,7 +132,6 @@ class LiveProber:
             return None
         tokens = tokens if tokens is not None else self.tokens(step)
         if not force and not self.schedule.affordable(step, tokens):
-            self.skipped.append(step)
             log.info("%s: step %d skipped: probing would exceed max_overhead=%s of training compute (%.3g so far)",
                      self.name, step, self.schedule.max_overhead, self.schedule.overhead(tokens) or 0)
             return None
@@ -184,8 +192,10 @@ class LiveProber:
             findings = self._findings(final=True)
             if findings is not None:
                 from harness import analysis
+                from harness.report import png
 
                 self._track().log_findings(findings, analysis.load_findings(self.model_dir)[1])
+                self.plot = png.trajectory(self.model_dir, findings)  # as a sweep plots its model
                 log.info("%s: findings in %s", self.name, self.model_dir / "findings.json")
             return findings
         finally:

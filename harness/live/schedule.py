@@ -77,23 +77,19 @@ class Schedule:
     probe_tokens: int = 0  # forward tokens of one probe (all its batches)
 
     def __post_init__(self):
-        self.planned = steps(self.spec, self.total)
+        self.planned = steps(self.spec, self.total)  # validates the spec; None: unbounded
         if self.max_overhead is not None and not self.max_overhead > 0:
             raise ScheduleError(f"max_overhead={self.max_overhead}: must be a fraction > 0 (e.g. 0.05) or None")
+        self._due = set(self.planned or ())
+        self._every = int(self.spec.split(":", 1)[1]) if str(self.spec).startswith("every:") else None
         self.spent = 0  # probe tokens so far
 
     def due(self, step: int) -> bool:
-        if self.planned is None:
-            if str(self.spec).startswith("every:"):
-                return step % int(str(self.spec).split(":", 1)[1]) == 0
-            return step == 0 or (step & (step - 1)) == 0  # unbounded log: 0 and the powers of two
-        return step in self.planned_set
-
-    @property
-    def planned_set(self) -> set[int]:
-        if not hasattr(self, "_set"):
-            self._set = set(self.planned or ())
-        return self._set
+        if self.planned is not None:
+            return step in self._due
+        if self._every is not None:
+            return step % self._every == 0
+        return step == 0 or (step & (step - 1)) == 0  # unbounded log: 0 and the powers of two
 
     def last(self, step: int) -> bool:
         return self.total is not None and step >= self.total

@@ -257,8 +257,8 @@ def probe_model(model, res, *, cfg, model_cfg, probes, shared, probe_cfg, probe_
         "info": {f"{name}.{k}": v for name, r in results.items() for k, v in r.info.items()},
         "provenance": {
             "model": model_cfg["name"], "repo": model_cfg["repo"], "family": model_cfg.get("family"),
-            "seed": model_cfg.get("seed"), "revision": res.name, "stage": getattr(res, "stage", None),
-            "ingredient": getattr(res, "ingredient", None), "step": res.step, "tokens": res.tokens,
+            "seed": model_cfg.get("seed"), "revision": res.name, "stage": res.stage,
+            "ingredient": res.ingredient, "step": res.step, "tokens": res.tokens,
             "commit": res.commit, "weights_hash": res.weights_hash, "dtype": dtype, "device": str(device),
             "layout": vars(layout), "probe_config": probe_cfg, "data": shared.meta,
             "probe_hash": probe_hash, "packages": package_versions(), "created": now(),

@@ -10,13 +10,10 @@ scheduled steps it has no result for.
 from __future__ import annotations
 
 import json
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from harness.common.paths import CONF_DIR
@@ -104,27 +101,25 @@ class SuiteProber:
             self.seconds += time.perf_counter() - t0
 
     def has(self, step: int, commit: str) -> bool:
-        folder = self.prober.model_dir / f"step{step}"
-        s = store.summary(folder)
-        return (store.reusable(folder, self.repo, None, self.prober.probe_hash, commit=commit)
-                and not s["provenance"].get("superseded"))
+        """A result of this step's published weights that a sweep would reuse (not superseded)."""
+        return store.reusable(self.prober.model_dir / f"step{step}", self.repo, None, self.prober.probe_hash,
+                              commit=commit)
 
     def catch_up(self, upto: int) -> int:
         """Probe the scheduled steps <= `upto` that have no result for their published commit, loaded from the
         hub cache (an interrupted probe, a build resumed or skipped while live probing was off)."""
         from transformers import AutoModelForCausalLM
 
+        from harness.live.prober import same_random_state
+
         done = 0
         for step in (s for s in self.steps if s <= upto):
             snap = hubcache.resolve(self.repo, f"step{step}", self.cache)
             if snap is None or self.has(step, snap.name):
                 continue
-            py, npy = random.getstate(), np.random.get_state()
-            with torch.random.fork_rng():  # loading must not move the build's generators
+            with same_random_state():  # loading must not move the build's generators
                 model = AutoModelForCausalLM.from_pretrained(snap).train()
                 self.at(model, step, snap.name)
-            random.setstate(py)
-            np.random.set_state(npy)
             done += 1
         return done
 
@@ -135,17 +130,14 @@ class SuiteProber:
 
     def finish(self, final: bool) -> dict:
         """Final findings (and the trajectory plot) after the last step, else close with provisional findings."""
-        findings = plot = None
+        findings = None
         self.prober.alerts.path.touch()  # there even when nothing was alerted: this build probed live
         try:
             if final:
                 findings = self.prober.finish()
-                if findings:
-                    from harness.report import png
-
-                    plot = png.trajectory(self.prober.model_dir, findings)
         finally:
             self.prober.close()
+        plot = self.prober.plot
         self.stale()
         return dict(probes=len(self.prober.probed), seconds=self.seconds, steps=self.steps,
                     results=str(self.prober.model_dir), status=findings.get("status") if findings else None,
